@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it and .ci/run runs it. Needs root (network
+# namespaces, BGP on port 179, kernel routes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+bash scripts/install-deps.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+step "fuzz targets build"
+# The fuzz crate is its own workspace; building it on stable checks the targets compile
+# (running them needs cargo-fuzz on nightly, see docs/fuzzing.md).
+cargo build --manifest-path fuzz/Cargo.toml --locked --bins
+
+step "benchmarks build"
+cargo bench --workspace --no-run --locked

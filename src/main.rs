@@ -1,0 +1,3 @@
+//! The `tabby` command: dispatches to the subcommands.
+
+fn main() {}
