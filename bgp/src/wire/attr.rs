@@ -219,7 +219,20 @@ impl AsPath {
                 }
             }
         }
-        segments.extend(as4.segments.iter().cloned());
+        for s in &as4.segments {
+            // The cut sequence and AS4_PATH's first sequence are one sequence on the wire of a
+            // 4-octet speaker; keep them one here so paths compare equal.
+            match segments.last_mut() {
+                Some(last)
+                    if last.kind == SegmentKind::Sequence
+                        && s.kind == SegmentKind::Sequence
+                        && last.asns.len() + s.asns.len() <= 255 =>
+                {
+                    last.asns.extend_from_slice(&s.asns)
+                }
+                _ => segments.push(s.clone()),
+            }
+        }
         AsPath { segments }
     }
 }
