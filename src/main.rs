@@ -1,3 +1,40 @@
-//! The `tabby` command: dispatches to the subcommands.
+//! The `tabby` command: parses the command line and dispatches to the subcommands.
 
-fn main() {}
+mod http;
+mod logging;
+mod speaker_cmd;
+mod status_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// BGP routing agent for flat L3 pod networks.
+#[derive(Debug, Parser)]
+#[command(name = "tabby", version, about)]
+struct Cli {
+    /// Log format on stderr (level from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a standalone BGP speaker until SIGTERM or SIGINT.
+    Speaker(speaker_cmd::Args),
+    /// Print the peers of a running agent or speaker, like `calicoctl node status`.
+    Status(status_cmd::StatusArgs),
+    /// Print the routes received by a running agent or speaker, as JSON.
+    Routes(status_cmd::RoutesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Speaker(args) => speaker_cmd::run(args),
+        Command::Status(args) => status_cmd::status(args),
+        Command::Routes(args) => status_cmd::routes(args),
+    }
+}

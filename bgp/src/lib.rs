@@ -7,7 +7,9 @@
 //! - [`speaker`]: the tokio shell: listener, one task per session, and the API the rest of
 //!   tabby uses to configure peers, originate prefixes and read what peers announce.
 
+pub mod fsm;
 pub mod prefix;
+pub mod speaker;
 pub mod wire;
 
 pub use prefix::{Family, Prefix, PrefixError};
