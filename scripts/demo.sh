@@ -93,6 +93,9 @@ echo
 echo "==> tabby status (node A)"
 ip netns exec $A "$TABBY" status --http 127.0.0.1:9099
 echo
+echo "==> routes tabby received from BIRD (node A)"
+ip netns exec $A "$TABBY" routes --http 127.0.0.1:9099
+echo
 echo "==> BIRD's view (node B): protocols and the routes it learned from tabby"
 birdc show protocols
 birdc show route protocol tabby4
