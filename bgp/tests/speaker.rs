@@ -297,3 +297,81 @@ async fn updating_a_peer_resets_only_that_session() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A hand-driven peer: completes the OPEN exchange, then keeps the session alive with
+/// KEEPALIVEs and asks for the whole table again and again, but never reads what it is sent.
+#[tokio::test]
+async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
+    use tabby_bgp::wire::{Capability, Context, Message, Open, RouteRefresh};
+    use tokio::io::AsyncWriteExt;
+
+    let a = speaker("127.0.0.61", "10.0.0.61", 65000).await;
+    for i in 0..20_000u32 {
+        let p = Prefix::new(
+            IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i * 4)),
+            30,
+        );
+        a.originate(p.unwrap(), None);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // The smallest receive buffer the kernel allows, so A's writes back up quickly.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::new(ip("127.0.0.62"), 0)).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    a.add_peer(PeerConfig {
+        port,
+        hold_time: 3,
+        ..PeerConfig::new(ip("127.0.0.62"), 65000)
+    })
+    .unwrap();
+    let (mut stream, _) = with_timeout(listener.accept()).await.unwrap();
+    let ctx = Context::modern();
+    let open = Message::Open(Open {
+        version: 4,
+        my_as: 65000,
+        hold_time: 3,
+        bgp_id: "10.0.0.62".parse().unwrap(),
+        capabilities: vec![
+            Capability::multiprotocol(tabby_bgp::Family::Ipv4Unicast),
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(65000),
+        ],
+    });
+    stream.write_all(&open.to_bytes(&ctx)).await.unwrap();
+    stream
+        .write_all(&Message::Keepalive.to_bytes(&ctx))
+        .await
+        .unwrap();
+    // Read A's OPEN and KEEPALIVE, and no more.
+    let mut head = [0u8; 64];
+    let _ = with_timeout(stream.read(&mut head)).await.unwrap();
+    eventually("the session is Established", || {
+        a.peer(ip("127.0.0.62")).map(|p| p.state) == Some(State::Established)
+    })
+    .await;
+    let refresh = Message::RouteRefresh(RouteRefresh {
+        afi: 1,
+        subtype: 0,
+        safi: 1,
+    });
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let p = a.peer(ip("127.0.0.62")).unwrap();
+        if p.state != State::Established && p.established_count >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled session stayed up"
+        );
+        // Keep A's hold timer fed and its writer busy; ignore write errors once A closes.
+        // Each refresh queues the whole table (about 100 kB) again.
+        let _ = stream.write_all(&Message::Keepalive.to_bytes(&ctx)).await;
+        for _ in 0..20 {
+            let _ = stream.write_all(&refresh.to_bytes(&ctx)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.shutdown().await;
+}

@@ -23,6 +23,8 @@ use tracing::Instrument;
 const WRITE_QUEUE: usize = 64;
 /// Events from connection tasks to the session task.
 const EVENT_QUEUE: usize = 256;
+/// How long a connection's writer may stay full before a session is up.
+const WRITE_STALL: Duration = Duration::from_secs(30);
 /// How long closing connections may take to flush when the session stops.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
@@ -342,8 +344,23 @@ impl SessionTask {
         let Some((tx, _)) = self.conns.get(&id).and_then(|io| io.writer.as_ref()) else {
             return;
         };
-        // Waiting here is the back-pressure of a slow peer; the reader keeps running.
-        let _ = tx.send(bytes).await;
+        // Waiting here is the back-pressure of a slow peer, but not for ever: while this task
+        // waits it runs no timers, so a peer that stops reading for longer than the hold time
+        // (or WRITE_STALL before a session is up) loses the connection, as if its hold timer had
+        // expired on our side.
+        let limit = self
+            .established
+            .as_ref()
+            .filter(|up| up.conn == id && up.session.hold_time > 0)
+            .map_or(WRITE_STALL, |up| {
+                Duration::from_secs(u64::from(up.session.hold_time))
+            });
+        let tx = tx.clone();
+        if tokio::time::timeout(limit, tx.send(bytes)).await.is_err() {
+            tracing::warn!(stalled_for = ?limit, "peer stopped reading; closing the connection");
+            self.close(id);
+            self.fsm.closed(id, Instant::now());
+        }
     }
 
     fn close(&mut self, id: ConnId) {
