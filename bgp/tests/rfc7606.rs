@@ -484,6 +484,20 @@ fn unknown_optional_transitive_attribute_is_kept_and_passed_on_partial() {
 }
 
 #[test]
+fn unknown_attribute_flags_are_passed_on_without_the_unused_low_bits() {
+    // 0xdd: Optional, Transitive, Extended Length and three of the unused low bits set.
+    let mut attrs = mandatory();
+    attrs.push(vec![0xdd, 99, 0, 2, 7, 7]);
+    let u = decode(&body(&[], &attrs, &NLRI_10_1), &ibgp());
+    assert_eq!(u.attrs.unknown[0].flags, 0xe0);
+    let again = tabby_bgp::wire::Message::Update(u.clone()).to_bytes(&ibgp());
+    assert!(
+        again.windows(5).any(|w| w == [0xe0, 99, 2, 7, 7]),
+        "{again:02x?}"
+    );
+}
+
+#[test]
 fn unknown_optional_non_transitive_attribute_is_dropped_quietly() {
     let mut attrs = mandatory();
     attrs.push(attr(O, 99, &[1, 2, 3]));

@@ -264,7 +264,7 @@ pub struct LargeCommunity {
 /// An attribute tabby does not interpret, passed on as received (optional transitive only).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RawAttribute {
-    /// Flags as received (Partial is set when passed on, RFC 4271 §5).
+    /// Flags as the attribute is passed on: Optional, Transitive and Partial (RFC 4271 §5).
     pub flags: u8,
     /// Type code.
     pub code: u8,
@@ -410,8 +410,10 @@ pub(crate) fn parse<'a>(field: &'a [u8], ctx: &Context) -> Result<Parsed<'a>, su
                         ErrorAction::TreatAsWithdraw,
                     );
                 } else if flags & TRANSITIVE != 0 {
+                    // Kept as it will be passed on: the unused low bits cleared (RFC 4271
+                    // §4.3) and Partial set (§5).
                     p.attrs.unknown.push(RawAttribute {
-                        flags: flags & !EXTENDED_LENGTH,
+                        flags: (flags & (OPTIONAL | TRANSITIVE)) | PARTIAL,
                         code,
                         value: value.to_vec(),
                     });
