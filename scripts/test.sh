@@ -18,8 +18,13 @@ cargo build --workspace --all-targets --locked
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
-cargo test --workspace --locked
+step "unit and component tests"
+cargo test --workspace --locked --exclude tabby-tests
+
+step "end-to-end tests (network namespaces, BIRD, GoBGP)"
+# They use the tabby binary built above; they mostly wait on BGP timers, so they run with more
+# threads than cores.
+cargo test -p tabby-tests --locked -- --test-threads "${TABBY_TEST_THREADS:-8}"
 
 step "fuzz targets build"
 # The fuzz crate is its own workspace; building it on stable checks the targets compile
