@@ -9,6 +9,9 @@ bash scripts/install-deps.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Kubernetes control plane for the datastore tests (built once per machine, cached)"
+bash tests/k8s/control-plane.sh build
+
 step "format"
 cargo fmt --all -- --check
 

@@ -1,5 +1,6 @@
 //! The `tabby` command: parses the command line and dispatches to the subcommands.
 
+mod datastore_cmd;
 mod http;
 mod logging;
 mod speaker_cmd;
@@ -27,6 +28,8 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Print the routes received by a running agent or speaker, as JSON.
     Routes(status_cmd::RoutesArgs),
+    /// Look at the datastore: what tabby reads, and the CRDs it needs.
+    Datastore(datastore_cmd::DatastoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +39,6 @@ fn main() -> ExitCode {
         Command::Speaker(args) => speaker_cmd::run(args),
         Command::Status(args) => status_cmd::status(args),
         Command::Routes(args) => status_cmd::routes(args),
+        Command::Datastore(args) => datastore_cmd::run(args),
     }
 }

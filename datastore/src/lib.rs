@@ -12,8 +12,10 @@
 
 pub mod asn;
 pub mod calico;
+pub mod crd;
 pub mod facts;
 pub mod file;
+pub mod kubernetes;
 pub mod resource;
 pub mod stream;
 pub mod validate;
@@ -71,6 +73,16 @@ impl Datastore {
         let source = file::FileSource::new(dir, default_namespace);
         let task = tokio::spawn(file::run(source, tx));
         Datastore { events, task }
+    }
+
+    /// Starts the Kubernetes backend. BGP password Secrets are read from `namespace`.
+    pub async fn kubernetes(
+        options: &kubernetes::KubernetesOptions,
+    ) -> Result<Datastore, kubernetes::KubernetesError> {
+        let client = kubernetes::client(options).await?;
+        let (tx, events) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(kubernetes::run(client, options.namespace.clone(), tx));
+        Ok(Datastore { events, task })
     }
 
     /// The next event; `None` once the backend has stopped.

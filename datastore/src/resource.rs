@@ -233,6 +233,18 @@ impl DecodeError {
     }
 }
 
+/// Removes unset (null) fields, so a dump shows what was written.
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 /// Parses one YAML document the way Kubernetes reads YAML: YAML 1.2 core booleans only, so
 /// `name: n` or `value: on` stay strings (YAML 1.1 would make them booleans).
 pub fn parse_yaml(text: &str) -> Result<serde_json::Value, serde_saphyr::Error> {
@@ -359,7 +371,9 @@ impl Resource {
             Resource::FelixConfiguration(o) => serde_json::to_value(o),
             Resource::HostEndpoint(o) => serde_json::to_value(o),
         };
-        v.unwrap_or(serde_json::Value::Null)
+        let mut v = v.unwrap_or(serde_json::Value::Null);
+        drop_nulls(&mut v);
+        v
     }
 
     /// Fields set on the object that tabby does not implement yet (logged once by the agent).

@@ -130,6 +130,7 @@ pub struct BGPPeerSpec {
     /// Keepalive time (Go duration).
     pub keepalive_time: Option<String>,
     /// Accept our own AS this many times in received paths (not implemented yet).
+    #[serde(rename = "numAllowedLocalASNumbers")]
     pub num_allowed_local_as_numbers: Option<u32>,
     /// GTSM hop count (not implemented yet).
     pub ttl_security: Option<u8>,

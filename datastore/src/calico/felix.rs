@@ -40,6 +40,7 @@ pub struct FelixConfigurationSpec {
     /// Route protocol number of the routes Felix writes (tabby default 44).
     pub device_route_protocol: Option<u8>,
     /// IP-in-IP device MTU.
+    #[serde(rename = "ipipMTU")]
     pub ipip_mtu: Option<u32>,
     /// Log level (tabby logs through `RUST_LOG`).
     pub log_severity_screen: Option<String>,

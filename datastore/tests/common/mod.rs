@@ -27,20 +27,21 @@ pub fn pool(name: &str, cidr: &str) -> String {
 }
 
 /// An event as the tests compare it: `set IPPool a 10.0.0.0/16`, `delete IPPool a`,
-/// `in sync`. Errors and connection changes are left out (tests look at them separately).
+/// `in sync`. The scenarios are written with IPPools; other kinds (a real cluster's own
+/// namespaces), errors and connection changes are left out (tests look at them separately).
 pub fn describe(e: &Event) -> Option<String> {
     match e {
         Event::Update {
             key,
             object: Some(o),
-        } => Some(match &**o {
-            Resource::IPPool(p) => format!("set IPPool {} {}", key.name, p.spec.cidr),
-            _ => format!("set {key}"),
-        }),
-        Event::Update { key, object: None } => Some(match key.kind {
-            tabby_datastore::Kind::IPPool => format!("delete IPPool {}", key.name),
-            _ => format!("delete {key}"),
-        }),
+        } => match &**o {
+            Resource::IPPool(p) => Some(format!("set IPPool {} {}", key.name, p.spec.cidr)),
+            _ => None,
+        },
+        Event::Update { key, object: None } => match key.kind {
+            tabby_datastore::Kind::IPPool => Some(format!("delete IPPool {}", key.name)),
+            _ => None,
+        },
         Event::InSync => Some("in sync".into()),
         Event::Error(_) | Event::Connected(_) => None,
     }
