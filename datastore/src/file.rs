@@ -20,7 +20,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 const RESCAN: Duration = Duration::from_secs(30);
 
 /// One document of a file: where it starts and what it became.
-type Document = (usize, Result<(Key, Resource), DecodeError>);
+pub type Document = (usize, Result<(Key, Resource), DecodeError>);
 
 /// What one file last gave.
 #[derive(Debug, Default)]
@@ -72,8 +72,9 @@ fn documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
-/// Parses a file's contents. `Err` (line, message) when it is not YAML.
-fn parse_file(text: &str, default_namespace: &str) -> Result<Vec<Document>, (usize, String)> {
+/// Parses a file's contents into its documents, each decoded and validated. `Err` (line,
+/// message) when it is not YAML.
+pub fn parse_file(text: &str, default_namespace: &str) -> Result<Vec<Document>, (usize, String)> {
     let mut out = Vec::new();
     for (start, doc) in documents(text) {
         let value = match crate::resource::parse_yaml(&doc) {
