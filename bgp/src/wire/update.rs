@@ -253,6 +253,25 @@ fn encode_nlri(nlri: &Nlri, path_id: bool, out: &mut BytesMut) {
     nlri.prefix.encode_nlri(out);
 }
 
+/// Splits `nlri` into runs whose encoding fits in `room` octets (at least one entry each).
+fn fitting(nlri: &[Nlri], path_id: bool, room: usize) -> impl Iterator<Item = &[Nlri]> {
+    let mut rest = nlri;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut used = 0;
+        let mut end = 0;
+        while end < rest.len() && (end == 0 || used + nlri_len(&rest[end], path_id) <= room) {
+            used += nlri_len(&rest[end], path_id);
+            end += 1;
+        }
+        let (head, tail) = rest.split_at(end);
+        rest = tail;
+        Some(head)
+    })
+}
+
 fn nlri_len(nlri: &Nlri, path_id: bool) -> usize {
     1 + usize::from(nlri.prefix.len()).div_ceil(8) + if path_id { 4 } else { 0 }
 }
@@ -623,17 +642,9 @@ impl Update {
         // need the extended length form: 1 more octet.
         let fixed = HEADER_LEN + probe.len() + 8;
         let room = ctx.max_message_len().saturating_sub(fixed).max(64);
-        let ids = ctx.sends_path_id(family);
         let mut count = 0;
-        let mut start = 0;
-        while start < nlri.len() {
-            let mut used = 0;
-            let mut end = start;
-            while end < nlri.len() && used + nlri_len(&nlri[end], ids) <= room {
-                used += nlri_len(&nlri[end], ids);
-                end += 1;
-            }
-            let chunk = nlri[start..end].to_vec();
+        for chunk in fitting(nlri, ctx.sends_path_id(family), room) {
+            let chunk = chunk.to_vec();
             let update = if legacy {
                 Update {
                     attrs: attrs.clone(),
@@ -653,7 +664,6 @@ impl Update {
             };
             super::Message::Update(update).encode(ctx, out);
             count += 1;
-            start = end;
         }
         count
     }
@@ -668,17 +678,9 @@ impl Update {
     ) -> usize {
         // Header, two length fields, and for MP_UNREACH_NLRI its attribute header and AFI/SAFI.
         let room = ctx.max_message_len() - HEADER_LEN - 4 - 8;
-        let ids = ctx.sends_path_id(family);
         let mut count = 0;
-        let mut start = 0;
-        while start < nlri.len() {
-            let mut used = 0;
-            let mut end = start;
-            while end < nlri.len() && used + nlri_len(&nlri[end], ids) <= room {
-                used += nlri_len(&nlri[end], ids);
-                end += 1;
-            }
-            let chunk = nlri[start..end].to_vec();
+        for chunk in fitting(nlri, ctx.sends_path_id(family), room) {
+            let chunk = chunk.to_vec();
             let update = match family {
                 Family::Ipv4Unicast => Update {
                     withdrawn: chunk,
@@ -694,7 +696,6 @@ impl Update {
             };
             super::Message::Update(update).encode(ctx, out);
             count += 1;
-            start = end;
         }
         count
     }
