@@ -3,6 +3,7 @@
 mod datastore_cmd;
 mod http;
 mod logging;
+mod node_cmd;
 mod speaker_cmd;
 mod status_cmd;
 
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent: routes, interfaces and BGP from the datastore.
+    Node(node_cmd::Args),
     /// Run a standalone BGP speaker until SIGTERM or SIGINT.
     Speaker(speaker_cmd::Args),
     /// Print the peers of a running agent or speaker, like `calicoctl node status`.
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
+        Command::Node(args) => node_cmd::run(args),
         Command::Speaker(args) => speaker_cmd::run(args),
         Command::Status(args) => status_cmd::status(args),
         Command::Routes(args) => status_cmd::routes(args),

@@ -207,7 +207,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn stop_signal() -> anyhow::Result<()> {
+pub async fn stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -248,10 +248,15 @@ pub fn status_json(speaker: &Speaker) -> Value {
 }
 
 fn peer_json(p: &PeerStatus) -> Value {
+    peer_json_of_kind(p, "peer")
+}
+
+/// A peer of `/status`, with its kind (`mesh`, `peer`, `rr-client`, `reflector`).
+pub fn peer_json_of_kind(p: &PeerStatus, kind: &str) -> Value {
     json!({
         "peer": p.address.to_string(),
         "asn": p.remote_as,
-        "kind": "peer",
+        "kind": kind,
         "state": p.state.name(),
         "since": rfc3339(p.since),
         "received": p.received,

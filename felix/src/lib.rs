@@ -1,6 +1,14 @@
 //! tabby-felix: the node agent.
 //!
-//! It will hold the calculation graph (datastore resources in, the node's desired state out) and
-//! the dataplane managers that reconcile that state into the kernel: routes, workload interface
-//! sysctls and policy (through `tabby-acl`), plus the health, metrics and status endpoints.
-//! Built by the node-agent issue.
+//! Data flows one way (shared/DESIGN.md §2): datastore events go into the [`calc`], which
+//! keeps the node's desired state; managers turn that state into kernel state in batched,
+//! ordered `apply()` calls: [`routes`] (pod routes, blackholes for own blocks, routes learned
+//! over BGP; protocol 44) and [`interfaces`] (workload interface sysctls, `tunl0`). BGP best
+//! paths flow back into the route manager; nothing else flows backwards.
+
+pub mod agent;
+pub mod calc;
+pub mod interfaces;
+pub mod learned;
+pub mod metrics;
+pub mod routes;

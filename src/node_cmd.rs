@@ -1,0 +1,155 @@
+//! `tabby node`: the node agent (shared/DESIGN.md §1, §5).
+
+use crate::datastore_cmd::Source;
+use crate::http::{self, Handler, Response};
+use crate::speaker_cmd::{peer_json_of_kind, rfc3339};
+use anyhow::Context as _;
+use clap::{Args as ClapArgs, ValueEnum};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tabby_felix::agent::{self, AgentOptions, Shared};
+
+/// How policy is programmed (`--dataplane`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Dataplane {
+    /// nftables (table `inet tabby`).
+    Nftables,
+    /// iptables (chains `tabby-*`).
+    Iptables,
+}
+
+/// `tabby node` flags.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    source: Source,
+    /// This node's name, as the Node object is named.
+    #[arg(long, env = "NODENAME")]
+    node_name: String,
+    /// Policy backend. (Network policy is not programmed yet: the flag is accepted for
+    /// forward compatibility.)
+    #[arg(long, value_enum, default_value_t = Dataplane::Nftables)]
+    dataplane: Dataplane,
+    /// Address of the HTTP endpoints (/livez, /readyz, /metrics, /status).
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    http_listen: SocketAddr,
+    /// Hold time proposed to BGP peers, in seconds.
+    #[arg(long, default_value_t = 90)]
+    hold_time: u16,
+}
+
+/// Runs `tabby node`.
+pub fn run(args: Args) -> ExitCode {
+    if args.node_name.is_empty() {
+        eprintln!("tabby: --node-name must not be empty");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tabby: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tabby: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let http_listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for HTTP", args.http_listen))?;
+    let datastore = args.source.start().await?;
+    let shared = Arc::new(Shared::default());
+    let handler: Handler = {
+        let shared = Arc::clone(&shared);
+        let backend = match args.dataplane {
+            Dataplane::Nftables => "nftables",
+            Dataplane::Iptables => "iptables",
+        };
+        Arc::new(move |path| route(&shared, backend, path))
+    };
+    let mut options = AgentOptions::new(&args.node_name);
+    options.namespace = args.source.namespace.clone();
+    options.hold_time = args.hold_time;
+    tracing::info!(node = %args.node_name, http = %args.http_listen, "node agent starting");
+    let stop = async {
+        if let Err(e) = crate::speaker_cmd::stop_signal().await {
+            tracing::error!(error = %e, "cannot wait for signals");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = http::serve(http_listener, handler) => Ok(()),
+        result = agent::run(options, datastore, Arc::clone(&shared), stop) => {
+            result.context("node agent")?;
+            tracing::info!("stopped: peers got a CEASE; kernel routes stay for the next start");
+            Ok(())
+        }
+    }
+}
+
+fn route(shared: &Shared, backend: &str, path: &str) -> Response {
+    match path {
+        "/livez" => Response::text(200, "ok\n"),
+        "/readyz" => {
+            let s = shared.snapshot();
+            if s.ready() {
+                Response::text(200, "ready\n")
+            } else {
+                let why = if !s.in_sync {
+                    "datastore not in sync"
+                } else if !s.connected {
+                    "datastore unreachable"
+                } else {
+                    "routes not programmed yet"
+                };
+                Response::text(503, format!("not ready: {why}\n"))
+            }
+        }
+        "/metrics" => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: shared.metrics.render(&shared.snapshot().routes),
+        },
+        "/status" => Response::json(&status_json(shared, backend)),
+        _ => Response::text(404, "not found\n"),
+    }
+}
+
+/// The `/status` document (DESIGN §5).
+fn status_json(shared: &Shared, backend: &str) -> Value {
+    let s = shared.snapshot();
+    let peers: Vec<Value> = s
+        .peers
+        .iter()
+        .map(|p| peer_json_of_kind(&p.status, p.kind))
+        .collect();
+    json!({
+        "node": s.node,
+        "ready": s.ready(),
+        "datastore": { "in_sync": s.in_sync, "connected": s.connected },
+        "bgp": {
+            "router_id": s.router_id.map(|r| r.to_string()),
+            "asn": s.asn,
+            "peers": peers,
+            "originated": s.originated,
+        },
+        "routes": {
+            "installed": s.routes.routes_programmed,
+            "deferred": s.routes.routes_deferred,
+            "learned": s.learned,
+            "drift_repairs": s.routes.drift_repairs,
+        },
+        "dataplane": { "backend": backend, "endpoints": s.endpoints, "policies": 0 },
+        "at": s.at.map(rfc3339),
+    })
+}

@@ -1,0 +1,344 @@
+//! `tabby node` end to end: two nodes on one segment, each running the agent against a shared
+//! file datastore, two pods per node wired as Calico's CNI plugin wires them, IPv4 and IPv6.
+//! Every pod reaches every other pod; routes carry protocol 44; a deleted Pod object takes
+//! its route along; a route deleted by hand is back within a second; the mesh session shows
+//! in `/status`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use anyhow::{bail, Result};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tabby_tests::cmd::run;
+use tabby_tests::netns::command_in;
+use tabby_tests::tabby::tabby_bin;
+use tabby_tests::topo::Lan;
+use tabby_tests::wait::{wait_until, Diagnose};
+use tabby_tests::{skip, Daemon, Netns, Pod, TestDir};
+
+/// One `tabby node` in a node's namespace.
+struct Agent {
+    ns: String,
+    name: String,
+    daemon: Daemon,
+}
+
+impl Agent {
+    fn start(ns: &Netns, name: &str, datastore: &Path, log: &Path) -> Result<Agent> {
+        let mut cmd = command_in(ns.name(), &tabby_bin()?.to_string_lossy());
+        cmd.args([
+            "node",
+            "--node-name",
+            name,
+            "--http-listen",
+            "127.0.0.1:9099",
+            "--hold-time",
+            "9",
+        ]);
+        cmd.arg("--datastore")
+            .arg(format!("file:{}", datastore.display()));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,tabby_felix=debug,tabby_bgp=debug");
+        }
+        let daemon = Daemon::spawn(name, cmd, log)?;
+        Ok(Agent {
+            ns: ns.name().to_string(),
+            name: name.to_string(),
+            daemon,
+        })
+    }
+
+    fn status(&self) -> Result<serde_json::Value> {
+        let out =
+            run(command_in(&self.ns, &tabby_bin()?.to_string_lossy()).args(["status", "--json"]))?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    fn mesh_established(&self, peer: IpAddr) -> Result<bool> {
+        let s = self.status()?;
+        let peers = s["bgp"]["peers"].as_array().cloned().unwrap_or_default();
+        Ok(peers.iter().any(|p| {
+            p["peer"] == peer.to_string() && p["state"] == "Established" && p["kind"] == "mesh"
+        }))
+    }
+
+    fn routes(&self, v6: bool) -> Result<String> {
+        let family = if v6 { "-6" } else { "-4" };
+        run(command_in(&self.ns, "ip").args([family, "route", "show", "proto", "44"]))
+    }
+}
+
+impl Diagnose for Agent {
+    fn diagnose(&self) -> String {
+        format!(
+            "--- tabby node {} ---\nstatus: {}\nroutes v4:\n{}\nroutes v6:\n{}\nlog:\n{}",
+            self.name,
+            self.status()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            self.routes(false).unwrap_or_default(),
+            self.routes(true).unwrap_or_default(),
+            self.daemon.log_tail(40),
+        )
+    }
+}
+
+fn node_yaml(name: &str, n: u8) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    projectcalico.org/IPv4Address: 10.0.0.{n}/24\n    projectcalico.org/IPv6Address: fd00::{n}/64\nspec:\n  podCIDRs: [10.244.{n}.0/24, \"fd10:0:0:{n}::/64\"]\n"
+    )
+}
+
+const CLUSTER: &str = "apiVersion: crd.projectcalico.org/v1\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  asNumber: 64512\n  nodeToNodeMeshEnabled: true\n---\napiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: v4\nspec:\n  cidr: 10.244.0.0/16\n  ipipMode: Never\n---\napiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: v6\nspec:\n  cidr: fd10::/48\n";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Cluster {
+    pods: Vec<(Pod, &'static str)>,
+    agents: Vec<Agent>,
+    dir: TestDir,
+    lan: Lan,
+}
+
+impl Cluster {
+    fn datastore(&self) -> PathBuf {
+        self.dir.join("datastore")
+    }
+
+    fn write_pods(&self) {
+        let docs: Vec<String> = self.pods.iter().map(|(p, node)| p.manifest(node)).collect();
+        let tmp = self.dir.join("pods.tmp");
+        std::fs::write(&tmp, docs.join("---\n")).unwrap();
+        std::fs::rename(&tmp, self.datastore().join("pods.yaml")).unwrap();
+    }
+
+    fn parties(&self) -> Vec<&dyn Diagnose> {
+        self.agents.iter().map(|a| a as &dyn Diagnose).collect()
+    }
+}
+
+fn cluster(tag: &str) -> Result<Cluster> {
+    let lan = Lan::pair(tag)?;
+    let dir = TestDir::new(tag)?;
+    let ds = dir.join("datastore");
+    std::fs::create_dir_all(&ds)?;
+    std::fs::write(ds.join("cluster.yaml"), CLUSTER)?;
+    std::fs::write(
+        ds.join("nodes.yaml"),
+        format!("{}---\n{}", node_yaml("node1", 1), node_yaml("node2", 2)),
+    )?;
+    let mut pods = Vec::new();
+    for (i, node) in lan.nodes.iter().enumerate() {
+        // Proxy ARP answers only for destinations the node has a route to (DESIGN §4).
+        node.ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.0.0.254",
+            "dev",
+            &node.ifname,
+        ])?;
+        node.ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00::fe",
+            "dev",
+            &node.ifname,
+        ])?;
+        let n = i + 1;
+        let name = if n == 1 { "node1" } else { "node2" };
+        for p in [10, 11] {
+            let ips = [
+                ip(&format!("10.244.{n}.{p}")),
+                ip(&format!("fd10:0:0:{n}::{p}")),
+            ];
+            pods.push((
+                Pod::wire(&node.ns, "default", &format!("pod-{n}-{p}"), &ips)?,
+                name,
+            ));
+        }
+    }
+    let mut c = Cluster {
+        pods,
+        agents: Vec::new(),
+        dir,
+        lan,
+    };
+    c.write_pods();
+    for (i, node) in c.lan.nodes.iter().enumerate() {
+        let name = format!("node{}", i + 1);
+        let log = c.dir.join(&format!("{name}.log"));
+        c.agents
+            .push(Agent::start(&node.ns, &name, &c.datastore(), &log)?);
+    }
+    Ok(c)
+}
+
+fn all_pairs_reach(c: &Cluster) -> Result<bool> {
+    for (a, _) in &c.pods {
+        for (b, _) in &c.pods {
+            if a.name == b.name {
+                continue;
+            }
+            for to in &b.ips {
+                if !a.ping(*to) {
+                    bail!("{} cannot reach {} ({})", a.name, b.name, to);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn two_nodes_mesh_and_every_pod_reaches_every_pod() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let c = cluster("nd1")?;
+    wait_until(
+        Duration::from_secs(30),
+        "the mesh sessions are Established",
+        &c.parties(),
+        || {
+            Ok(c.agents[0].mesh_established(ip("10.0.0.2"))?
+                && c.agents[1].mesh_established(ip("fd00::1"))?)
+        },
+    )?;
+    wait_until(
+        Duration::from_secs(30),
+        "every pod reaches every other pod",
+        &c.parties(),
+        || all_pairs_reach(&c),
+    )?;
+    let v4 = c.agents[0].routes(false)?;
+    assert!(
+        v4.contains("10.244.1.10 dev cali"),
+        "workload route with proto 44:\n{v4}"
+    );
+    assert!(
+        v4.contains("blackhole 10.244.1.0/24"),
+        "blackhole for the own block:\n{v4}"
+    );
+    assert!(
+        v4.contains("10.244.2.0/24 via 10.0.0.2"),
+        "learned route:\n{v4}"
+    );
+    let v6 = c.agents[0].routes(true)?;
+    assert!(
+        v6.contains("fd10:0:0:2::/64 via fd00::2"),
+        "learned IPv6 route:\n{v6}"
+    );
+    Ok(())
+}
+
+#[test]
+fn deleting_a_pod_object_removes_its_route() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let mut c = cluster("nd2")?;
+    wait_until(
+        Duration::from_secs(30),
+        "the pod route exists",
+        &c.parties(),
+        || Ok(c.agents[0].routes(false)?.contains("10.244.1.11 dev")),
+    )?;
+    c.pods.retain(|(p, _)| p.name != "pod-1-11");
+    c.write_pods();
+    wait_until(
+        Duration::from_secs(10),
+        "the deleted pod's route is gone",
+        &c.parties(),
+        || Ok(!c.agents[0].routes(false)?.contains("10.244.1.11 dev")),
+    )?;
+    assert!(
+        c.agents[0].routes(false)?.contains("10.244.1.10 dev"),
+        "the other pod's route stays"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_route_deleted_by_hand_is_back_within_a_second() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let c = cluster("nd3")?;
+    wait_until(
+        Duration::from_secs(30),
+        "the learned route exists",
+        &c.parties(),
+        || {
+            Ok(c.agents[0]
+                .routes(false)?
+                .contains("10.244.2.0/24 via 10.0.0.2"))
+        },
+    )?;
+    let ns = &c.lan.nodes[0].ns;
+    ns.ip(&["route", "del", "10.244.2.0/24"])?;
+    let deleted = Instant::now();
+    wait_until(
+        Duration::from_secs(1),
+        "the route is repaired",
+        &c.parties(),
+        || {
+            Ok(c.agents[0]
+                .routes(false)?
+                .contains("10.244.2.0/24 via 10.0.0.2"))
+        },
+    )?;
+    eprintln!("repaired after {:?}", deleted.elapsed());
+    Ok(())
+}
+
+/// Restarting `tabby node` on one node while pods on the two nodes ping each other 10 times a
+/// second. The routes stay in the kernel of the restarting node; the other node keeps its
+/// routes to the restarting node's block only if it treats the restart gracefully.
+#[test]
+#[ignore = "needs graceful restart (bgp-rib issue): the other node drops the restarting node's routes; measured 78% loss of a 10/s ping over 6 s"]
+fn restarting_an_agent_during_a_ping_loses_nothing() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let mut c = cluster("nd4")?;
+    wait_until(
+        Duration::from_secs(30),
+        "every pod reaches every other pod",
+        &c.parties(),
+        || all_pairs_reach(&c),
+    )?;
+    let (from, to) = (&c.pods[2].0, c.pods[0].0.ips[0]);
+    let ping = from
+        .netns
+        .command("ping")
+        .args(["-4", "-i", "0.1", "-c", "60", "-W", "1", &to.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(1));
+    c.agents[0].daemon.stop("TERM", Duration::from_secs(10))?;
+    let log = c.dir.join("node1-restarted.log");
+    let restarted = Agent::start(&c.lan.nodes[0].ns, "node1", &c.datastore(), &log)?;
+    c.agents[0] = restarted;
+    let out = ping.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!("ping during restart: {summary}");
+    assert!(
+        summary.contains(" 0% packet loss"),
+        "{summary}\n{}",
+        c.agents[0].diagnose()
+    );
+    Ok(())
+}
