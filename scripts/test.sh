@@ -35,4 +35,4 @@ step "fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --locked --bins
 
 step "benchmarks build"
-cargo bench --workspace --no-run --locked
+cargo bench -p tabby-bgp --no-run --locked
