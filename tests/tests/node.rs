@@ -240,6 +240,46 @@ fn two_nodes_mesh_and_every_pod_reaches_every_pod() -> Result<()> {
 }
 
 #[test]
+fn ready_agents_serve_readyz_and_prometheus_metrics() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let c = cluster("nd5")?;
+    let get = |path: &str| -> Result<String> {
+        run(command_in(&c.agents[0].ns, "curl")
+            .args(["-sf", &format!("http://127.0.0.1:9099{path}")]))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "node1 is ready",
+        &c.parties(),
+        || Ok(get("/readyz").is_ok()),
+    )?;
+    wait_until(
+        Duration::from_secs(30),
+        "the mesh session shows in the metrics",
+        &c.parties(),
+        || {
+            Ok(get("/metrics")?
+                .contains("tabby_bgp_session_established{peer=\"10.0.0.2\",kind=\"mesh\"} 1"))
+        },
+    )?;
+    let metrics = get("/metrics")?;
+    for name in [
+        "felix_int_dataplane_apply_time_seconds_count",
+        "tabby_routes_programmed",
+        "tabby_workload_endpoints 2",
+        "tabby_ready 1",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn deleting_a_pod_object_removes_its_route() -> Result<()> {
     if skip()? {
         return Ok(());
