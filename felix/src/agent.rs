@@ -173,15 +173,20 @@ pub async fn run(
         None;
     let mut connected = true;
     let mut dirty = false;
+    let mut batch_deadline: Option<tokio::time::Instant> = None;
     let mut tunnel_up = false;
     tokio::pin!(shutdown);
     let mut refresh = tokio::time::interval(REFRESH);
     loop {
+        // The first change starts the batch window; later changes join it rather than push it
+        // back, so a steady stream of events cannot starve the reconcile.
+        if dirty && batch_deadline.is_none() {
+            batch_deadline = Some(tokio::time::Instant::now() + BATCH);
+        }
         let batch = async {
-            if dirty {
-                tokio::time::sleep(BATCH).await;
-            } else {
-                std::future::pending::<()>().await;
+            match batch_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
             }
         };
         let route_event = async {
@@ -224,6 +229,7 @@ pub async fn run(
             }
             () = batch => {
                 dirty = false;
+                batch_deadline = None;
                 if calc.in_sync() {
                     reconcile(&options, &calc, &mut learned, &mut bgp, &mut route_events, &routes).await;
                     if !tunnel_up && needs_tunnel(&calc) {
