@@ -1,5 +1,6 @@
 //! The `tabby` command: parses the command line and dispatches to the subcommands.
 
+mod bench_cmd;
 mod datastore_cmd;
 mod http;
 mod logging;
@@ -33,6 +34,8 @@ enum Command {
     Routes(status_cmd::RoutesArgs),
     /// Look at the datastore: what tabby reads, and the CRDs it needs.
     Datastore(datastore_cmd::DatastoreArgs),
+    /// Benchmarks: `tabby bench routes` (route programming against `ip -batch`; root).
+    Bench(bench_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +47,6 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd::status(args),
         Command::Routes(args) => status_cmd::routes(args),
         Command::Datastore(args) => datastore_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     }
 }
