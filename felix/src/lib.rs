@@ -12,3 +12,4 @@ pub mod interfaces;
 pub mod learned;
 pub mod metrics;
 pub mod routes;
+mod tasks;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::tasks::AbortOnDrop;
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -28,7 +29,6 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::SocketAddr;
 use rtnetlink::{Handle, LinkIpIp, LinkUnspec, MulticastGroup};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::routes::netlink::parse_link;
 
@@ -197,17 +197,6 @@ pub struct InterfaceStats {
 
 enum Command {
     EnsureTunnel(TunnelConfig, oneshot::Sender<Result<u32, InterfaceError>>),
-}
-
-#[derive(Debug)]
-struct AbortOnDrop(Vec<JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
 }
 
 /// Handle of the interface manager; dropping it stops the manager.

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tasks::AbortOnDrop;
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
@@ -30,7 +31,6 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::netlink as nl;
@@ -171,18 +171,6 @@ pub struct SyncState {
 
 enum Command {
     SetDesired(Vec<Route>, u64),
-}
-
-/// Aborts the task when dropped (structured concurrency: the handle owns its tasks).
-#[derive(Debug)]
-struct AbortOnDrop(Vec<JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
 }
 
 /// Handle of the route manager. Dropping it stops the manager (routes stay in the kernel,
