@@ -175,6 +175,7 @@ pub async fn run(
     let mut dirty = false;
     let mut batch_deadline: Option<tokio::time::Instant> = None;
     let mut tunnel_up = false;
+    let mut said = Said::default();
     tokio::pin!(shutdown);
     let mut refresh = tokio::time::interval(REFRESH);
     loop {
@@ -203,7 +204,9 @@ pub async fn run(
                 Some(e) => {
                     if let Event::Update { key, object: Some(o) } = &e {
                         let unsupported = o.unsupported_fields();
-                        if !unsupported.is_empty() {
+                        if !unsupported.is_empty()
+                            && said.first(format!("{key} {unsupported:?}"))
+                        {
                             tracing::info!(object = %key, fields = ?unsupported, "fields tabby does not implement yet are ignored");
                         }
                     }
@@ -231,7 +234,16 @@ pub async fn run(
                 dirty = false;
                 batch_deadline = None;
                 if calc.in_sync() {
-                    reconcile(&options, &calc, &mut learned, &mut bgp, &mut route_events, &routes).await;
+                    reconcile(
+                        &options,
+                        &calc,
+                        &mut learned,
+                        &mut bgp,
+                        &mut route_events,
+                        &routes,
+                        &mut said,
+                    )
+                    .await;
                     if !tunnel_up && needs_tunnel(&calc) {
                         match interfaces.ensure_tunnel(TunnelConfig::default()).await {
                             Ok(_) => tunnel_up = true,
@@ -251,6 +263,18 @@ pub async fn run(
     Ok(())
 }
 
+/// Warnings already given, so a condition that persists is logged once (shared/DESIGN.md §3:
+/// unsupported fields are "logged once"), not on every update or reconcile.
+#[derive(Debug, Default)]
+struct Said(BTreeSet<String>);
+
+impl Said {
+    /// True the first time `what` is said.
+    fn first(&mut self, what: String) -> bool {
+        self.0.insert(what)
+    }
+}
+
 fn needs_tunnel(calc: &Calc) -> bool {
     calc.blocks().iter().any(|b| {
         b.pool
@@ -267,6 +291,7 @@ async fn reconcile(
     bgp: &mut Option<Bgp>,
     route_events: &mut Option<tokio::sync::broadcast::Receiver<tabby_bgp::speaker::RouteEvent>>,
     routes: &RouteManager,
+    said: &mut Said,
 ) {
     let node = calc.node_info();
     let desired = calc.bgp();
@@ -319,7 +344,9 @@ async fn reconcile(
         // Peers: add, change or remove only what differs; other sessions are untouched.
         let mut want: BTreeMap<IpAddr, PeerConfig> = BTreeMap::new();
         for (ip, peer) in &desired.peers {
-            if peer.password.is_some() || peer.password_missing {
+            if (peer.password.is_some() || peer.password_missing)
+                && said.first(format!("password {ip}"))
+            {
                 tracing::warn!(peer = %ip, "BGP passwords (TCP-MD5) are not implemented yet; peering without");
             }
             let mut config = PeerConfig::new(*ip, peer.asn.0);
@@ -447,4 +474,17 @@ fn publish(
     };
     m.ready.set(i64::from(snapshot.ready()));
     *shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_given_once_per_subject() {
+        let mut said = Said::default();
+        assert!(said.first("password 10.0.0.2".into()));
+        assert!(!said.first("password 10.0.0.2".into()));
+        assert!(said.first("password 10.0.0.3".into()));
+    }
 }
