@@ -9,6 +9,7 @@
 
 pub mod fsm;
 pub mod prefix;
+pub mod rib;
 pub mod speaker;
 pub mod wire;
 

@@ -27,7 +27,7 @@ impl From<Prefix> for Nlri {
 }
 
 /// The next hop of reachable NLRI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NextHop {
     /// An IPv4 next hop.
     V4(Ipv4Addr),
