@@ -16,24 +16,29 @@
 //! are batched: every event marks the state dirty and one reconcile runs shortly after.
 //! On shutdown peers get a CEASE and kernel routes stay for the next start to adopt.
 
-use crate::calc::{Calc, PeerKind};
+use crate::bgp_sync::{self, Bgp, BgpOptions, Said};
+use crate::calc::Calc;
 use crate::interfaces::{InterfaceConfig, InterfaceManager, TunnelConfig};
 use crate::learned::Learned;
 use crate::metrics::{Metrics, PeerLabels};
 use crate::routes::{RouteManager, RouteManagerConfig, RouteStats};
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tabby_bgp::speaker::{PeerConfig, PeerStatus, Speaker, SpeakerConfig};
-use tabby_bgp::{Family, Prefix};
+use tabby_bgp::speaker::{PeerStatus, Selected};
+
 use tabby_datastore::{Datastore, Event};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 /// How long changes gather before one reconcile applies them together.
 const BATCH: Duration = Duration::from_millis(20);
 /// How often the status snapshot is refreshed when nothing happens.
 const REFRESH: Duration = Duration::from_secs(1);
+/// The longest the routes of a previous run are kept while BGP restarts: the restart time
+/// tabby advertises, after which its peers drop what it announced too.
+const PRESERVE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]
@@ -142,21 +147,6 @@ impl Shared {
     }
 }
 
-/// The running speaker and what it was started with.
-struct Bgp {
-    speaker: Speaker,
-    router_id: Ipv4Addr,
-    asn: u32,
-    port: u16,
-    peers: BTreeMap<IpAddr, PeerConfig>,
-    kinds: BTreeMap<IpAddr, PeerKind>,
-    originated: BTreeSet<Prefix>,
-}
-
-fn prefix_of(dst: &crate::routes::Dst) -> Option<Prefix> {
-    Prefix::new(dst.addr, dst.len).ok()
-}
-
 /// Runs the agent until `shutdown` completes or the datastore stops.
 pub async fn run(
     options: AgentOptions,
@@ -167,10 +157,18 @@ pub async fn run(
     let routes = RouteManager::start(options.routes.clone()).await?;
     let interfaces = InterfaceManager::start(options.interfaces.clone()).await?;
     let mut calc = Calc::with_secret_namespace(&options.node_name, &options.namespace);
-    let mut learned = Learned::new();
+    // Routes a previous run left in the kernel stay until BGP can replace them (graceful
+    // restart), at most PRESERVE_LIMIT.
+    let mut learned = Learned::with_preserved(routes.preserved());
+    let preserve_until = tokio::time::Instant::now() + PRESERVE_LIMIT;
+    if learned.preserved() > 0 {
+        tracing::info!(
+            routes = learned.preserved(),
+            "keeping the BGP routes of the previous run while BGP restarts"
+        );
+    }
     let mut bgp: Option<Bgp> = None;
-    let mut route_events: Option<tokio::sync::broadcast::Receiver<tabby_bgp::speaker::RouteEvent>> =
-        None;
+    let mut route_events: Option<broadcast::Receiver<Selected>> = None;
     let mut connected = true;
     let mut dirty = false;
     let mut batch_deadline: Option<tokio::time::Instant> = None;
@@ -219,11 +217,9 @@ pub async fn run(
                 match event {
                     Ok(e) => dirty |= learned.apply(&e),
                     Err(RecvError::Lagged(_)) => {
-                        // Missed events: rebuild from the speaker's Adj-RIBs-In.
+                        // Missed changes: take the speaker's current sets.
                         if let Some(b) = &bgp {
-                            for peer in b.peers.keys() {
-                                learned.replace_peer(*peer, &b.speaker.routes(*peer).unwrap_or_default());
-                            }
+                            learned.replace_all(&b.speaker.selected());
                         }
                         dirty = true;
                     }
@@ -253,25 +249,40 @@ pub async fn run(
                 }
                 publish(&shared, &calc, &learned, &bgp, &routes, connected);
             }
-            _ = refresh.tick() => publish(&shared, &calc, &learned, &bgp, &routes, connected),
+            _ = refresh.tick() => {
+                dirty |= release_preserved(&mut learned, &bgp, preserve_until);
+                publish(&shared, &calc, &learned, &bgp, &routes, connected);
+            }
         }
     }
     if let Some(b) = bgp {
-        // CEASE to every peer; kernel routes stay for the next start to adopt.
+        // Peers are told so that they keep our routes while we restart (graceful restart);
+        // kernel routes stay for the next start to adopt.
         b.speaker.shutdown().await;
     }
     Ok(())
 }
 
-/// Warnings already given, so a condition that persists is logged once (shared/DESIGN.md §3:
-/// unsupported fields are "logged once"), not on every update or reconcile.
-#[derive(Debug, Default)]
-struct Said(BTreeSet<String>);
-
-impl Said {
-    /// True the first time `what` is said.
-    fn first(&mut self, what: String) -> bool {
-        self.0.insert(what)
+/// Lets go of the routes preserved from the previous run that BGP can now replace: once the
+/// speaker's deferral is over, those whose gateways are not peers still owing their
+/// End-of-RIB; all of them after `until`. Returns true when some went.
+fn release_preserved(
+    learned: &mut Learned,
+    bgp: &Option<Bgp>,
+    until: tokio::time::Instant,
+) -> bool {
+    if learned.preserved() == 0 {
+        return false;
+    }
+    if tokio::time::Instant::now() >= until {
+        tracing::info!("graceful restart time over; dropping the routes of the previous run");
+        return learned.release_preserved(|_| false);
+    }
+    match bgp {
+        Some(b) if !b.speaker.deferring() => learned.release_preserved(|gw| {
+            b.peers.contains_key(gw) && !b.speaker.end_of_rib_received(*gw)
+        }),
+        _ => false,
     }
 }
 
@@ -289,122 +300,21 @@ async fn reconcile(
     calc: &Calc,
     learned: &mut Learned,
     bgp: &mut Option<Bgp>,
-    route_events: &mut Option<tokio::sync::broadcast::Receiver<tabby_bgp::speaker::RouteEvent>>,
+    route_events: &mut Option<broadcast::Receiver<Selected>>,
     routes: &RouteManager,
     said: &mut Said,
 ) {
-    let node = calc.node_info();
-    let desired = calc.bgp();
-    if let Some(router_id) = node.router_id {
-        let asn = node.asn.0;
-        let port = desired.listen_port;
-        let restart = bgp
-            .as_ref()
-            .is_some_and(|b| b.router_id != router_id || b.asn != asn || b.port != port);
-        if restart {
-            tracing::info!("router ID, AS or port changed: restarting the BGP speaker");
-            if let Some(b) = bgp.take() {
-                b.speaker.shutdown().await;
-            }
-            *learned = Learned::new();
+    let bgp_options = BgpOptions {
+        hold_time: options.hold_time,
+        originate: true,
+    };
+    // Forwarding state of a previous run is in the kernel: a new speaker restarts gracefully.
+    let restarting = learned.preserved() > 0;
+    if let Some(events) = bgp_sync::sync(bgp, calc, bgp_options, restarting, said).await {
+        *route_events = Some(events);
+        if let Some(b) = bgp {
+            learned.replace_all(&b.speaker.selected());
         }
-        if bgp.is_none() {
-            let mut config = SpeakerConfig::new(router_id, asn);
-            config.listen = Some(SocketAddr::new(IpAddr::from([0u16; 8]), port));
-            config.next_hop_v4 = node.ipv4.map(|(a, _)| a);
-            config.next_hop_v6 = node.ipv6.map(|(a, _)| a);
-            let started = match Speaker::start(config.clone()).await {
-                // A node without IPv6 cannot listen on `::`; listen on IPv4 only.
-                Err(tabby_bgp::speaker::SpeakerError::Listen { .. }) => {
-                    config.listen = Some(SocketAddr::new(IpAddr::from([0u8; 4]), port));
-                    Speaker::start(config).await
-                }
-                other => other,
-            };
-            match started {
-                Ok(speaker) => {
-                    *route_events = Some(speaker.subscribe());
-                    *bgp = Some(Bgp {
-                        speaker,
-                        router_id,
-                        asn,
-                        port,
-                        peers: BTreeMap::new(),
-                        kinds: BTreeMap::new(),
-                        originated: BTreeSet::new(),
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the BGP speaker; retrying on the next change")
-                }
-            }
-        }
-    }
-    if let Some(b) = bgp.as_mut() {
-        // Peers: add, change or remove only what differs; other sessions are untouched.
-        let mut want: BTreeMap<IpAddr, PeerConfig> = BTreeMap::new();
-        for (ip, peer) in &desired.peers {
-            if (peer.password.is_some() || peer.password_missing)
-                && said.first(format!("password {ip}"))
-            {
-                tracing::warn!(peer = %ip, "BGP passwords (TCP-MD5) are not implemented yet; peering without");
-            }
-            let mut config = PeerConfig::new(*ip, peer.asn.0);
-            config.port = peer.port;
-            config.hold_time = peer.keepalive_time.map_or(options.hold_time, |k| {
-                u16::try_from(k.as_secs() * 3).unwrap_or(u16::MAX).max(3)
-            });
-            config.local_address = match ip {
-                IpAddr::V4(_) => node.ipv4.map(|(a, _)| IpAddr::V4(a)),
-                IpAddr::V6(_) => node.ipv6.map(|(a, _)| IpAddr::V6(a)),
-            };
-            // As Calico's BIRD configuration: IPv4 sessions carry IPv4, IPv6 sessions IPv6.
-            config.families = vec![if ip.is_ipv4() {
-                Family::Ipv4Unicast
-            } else {
-                Family::Ipv6Unicast
-            }];
-            want.insert(*ip, config);
-            b.kinds.insert(*ip, peer.kind);
-        }
-        let gone: Vec<IpAddr> = b
-            .peers
-            .keys()
-            .filter(|ip| !want.contains_key(ip))
-            .copied()
-            .collect();
-        for ip in gone {
-            let _ = b.speaker.remove_peer(ip).await;
-            b.peers.remove(&ip);
-            b.kinds.remove(&ip);
-            learned.forget_peer(ip);
-        }
-        for (ip, config) in want {
-            match b.peers.get(&ip) {
-                Some(old) if *old == config => {}
-                Some(_) => {
-                    if let Err(e) = b.speaker.update_peer(config.clone()).await {
-                        tracing::warn!(peer = %ip, error = %e, "cannot update peer");
-                    }
-                    b.peers.insert(ip, config);
-                }
-                None => match b.speaker.add_peer(config.clone()) {
-                    Ok(()) => {
-                        b.peers.insert(ip, config);
-                    }
-                    Err(e) => tracing::warn!(peer = %ip, error = %e, "cannot add peer"),
-                },
-            }
-        }
-        // Originated blocks follow the calc.
-        let want: BTreeSet<Prefix> = calc.originated().iter().filter_map(prefix_of).collect();
-        for p in b.originated.difference(&want) {
-            b.speaker.withdraw(*p);
-        }
-        for p in want.difference(&b.originated) {
-            b.speaker.originate(*p, None);
-        }
-        b.originated = want;
     }
     let desired_routes = calc.routes(&learned.routes());
     if let Err(e) = routes.set_desired(desired_routes).await {
@@ -426,13 +336,9 @@ fn publish(
     let peers: Vec<PeerView> = bgp
         .as_ref()
         .map(|b| {
-            b.speaker
-                .peers()
+            b.peer_views()
                 .into_iter()
-                .map(|status| PeerView {
-                    kind: b.kinds.get(&status.address).map_or("peer", |k| k.as_str()),
-                    status,
-                })
+                .map(|(status, kind)| PeerView { status, kind })
                 .collect()
         })
         .unwrap_or_default();
@@ -474,17 +380,4 @@ fn publish(
     };
     m.ready.set(i64::from(snapshot.ready()));
     *shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_warning_is_given_once_per_subject() {
-        let mut said = Said::default();
-        assert!(said.first("password 10.0.0.2".into()));
-        assert!(!said.first("password 10.0.0.2".into()));
-        assert!(said.first("password 10.0.0.3".into()));
-    }
 }

@@ -1,122 +1,98 @@
-//! Routes learned over BGP, gathered from every peer into one candidate set per prefix.
+//! Routes learned over BGP, as the kernel should have them: per prefix, the next hops of the
+//! speaker's multipath set (its best path and the paths as good as it, RFC 4271 §9.1).
 //!
-//! Until the RIB with best-path selection exists (bgp-rib), every received route is a
-//! candidate, and a prefix received from several peers gets all their next hops (ECMP), as a
-//! full mesh of equal nodes would. Pure: fed with the speaker's route events.
+//! After a restart it also holds the routes the previous run left in the kernel (graceful
+//! restart, RFC 4724 §4.1: the forwarding state is kept while BGP comes back). They stay
+//! wanted, for prefixes the speaker has not learned again, until the speaker has what it
+//! needs to replace them: its deferral is over and the peers they point at sent End-of-RIB.
+//! Pure: fed with the speaker's multipath changes.
 
 use crate::routes::Dst;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use tabby_bgp::speaker::{ReceivedRoute, RouteChange, RouteEvent};
+use tabby_bgp::speaker::Selected;
 
-/// The learned routes of all peers.
+/// The learned routes.
 #[derive(Debug, Default, Clone)]
 pub struct Learned {
-    /// Per peer: prefix to next hop.
-    by_peer: HashMap<IpAddr, BTreeMap<Dst, IpAddr>>,
-    /// Per prefix: the peers announcing it, with their next hop.
-    by_prefix: BTreeMap<Dst, BTreeMap<IpAddr, IpAddr>>,
+    by_prefix: BTreeMap<Dst, Vec<IpAddr>>,
+    preserved: BTreeMap<Dst, Vec<IpAddr>>,
 }
 
-fn dst_of(route: &ReceivedRoute) -> Dst {
+fn dst_of(s: &Selected) -> Dst {
     Dst {
-        addr: route.nlri.prefix.addr(),
-        len: route.nlri.prefix.len(),
+        addr: s.prefix.addr(),
+        len: s.prefix.len(),
     }
 }
 
+fn gateways(s: &Selected) -> Vec<IpAddr> {
+    let mut g: Vec<IpAddr> = s.hops.iter().map(|h| h.next_hop.addr()).collect();
+    g.sort();
+    g.dedup();
+    g
+}
+
 impl Learned {
-    /// Nothing learned.
+    /// Nothing learned, nothing preserved.
     pub fn new() -> Learned {
         Learned::default()
     }
 
-    fn insert(&mut self, peer: IpAddr, dst: Dst, next_hop: IpAddr) {
-        self.by_peer.entry(peer).or_default().insert(dst, next_hop);
-        self.by_prefix
-            .entry(dst)
-            .or_default()
-            .insert(peer, next_hop);
-    }
-
-    fn remove(&mut self, peer: IpAddr, dst: Dst) {
-        if let Some(routes) = self.by_peer.get_mut(&peer) {
-            routes.remove(&dst);
-        }
-        if let Some(peers) = self.by_prefix.get_mut(&dst) {
-            peers.remove(&peer);
-            if peers.is_empty() {
-                self.by_prefix.remove(&dst);
-            }
+    /// Nothing learned yet; `preserved` (routes left in the kernel by the previous run)
+    /// kept until [`Learned::release_preserved`] lets them go.
+    pub fn with_preserved(preserved: &[(Dst, Vec<IpAddr>)]) -> Learned {
+        Learned {
+            by_prefix: BTreeMap::new(),
+            preserved: preserved.iter().cloned().collect(),
         }
     }
 
-    fn clear_peer(&mut self, peer: IpAddr) {
-        for dst in self.by_peer.remove(&peer).unwrap_or_default().into_keys() {
-            if let Some(peers) = self.by_prefix.get_mut(&dst) {
-                peers.remove(&peer);
-                if peers.is_empty() {
-                    self.by_prefix.remove(&dst);
-                }
-            }
+    /// Applies one change of a prefix's multipath set. Returns true when the routes may
+    /// have changed.
+    pub fn apply(&mut self, s: &Selected) -> bool {
+        let dst = dst_of(s);
+        if s.hops.is_empty() {
+            self.by_prefix.remove(&dst).is_some()
+        } else {
+            self.by_prefix
+                .insert(dst, gateways(s))
+                .is_none_or(|old| old != gateways(s))
         }
     }
 
-    /// Applies one event of the speaker's route stream. Returns true when the candidate set
-    /// may have changed.
-    pub fn apply(&mut self, event: &RouteEvent) -> bool {
-        match &event.change {
-            RouteChange::Announced(route) => {
-                let dst = dst_of(route);
-                match route.next_hop {
-                    Some(nh) => self.insert(event.peer, dst, nh.addr()),
-                    // No usable next hop: it cannot be forwarded to; drop any older one.
-                    None => self.remove(event.peer, dst),
-                }
-                true
-            }
-            RouteChange::Withdrawn(nlri) => {
-                self.remove(
-                    event.peer,
-                    Dst {
-                        addr: nlri.prefix.addr(),
-                        len: nlri.prefix.len(),
-                    },
-                );
-                true
-            }
-            RouteChange::Cleared => {
-                self.clear_peer(event.peer);
-                true
-            }
-            RouteChange::EndOfRib(_) => false,
-        }
-    }
-
-    /// Replaces everything known from `peer` with `routes` (after the event stream lagged).
-    pub fn replace_peer(&mut self, peer: IpAddr, routes: &[ReceivedRoute]) {
-        self.clear_peer(peer);
-        for r in routes {
-            if let Some(nh) = r.next_hop {
-                self.insert(peer, dst_of(r), nh.addr());
-            }
-        }
-    }
-
-    /// Forgets a peer that is no longer configured.
-    pub fn forget_peer(&mut self, peer: IpAddr) {
-        self.clear_peer(peer);
-    }
-
-    /// Every learned prefix with its next hops (deduplicated, sorted).
-    pub fn routes(&self) -> Vec<(Dst, Vec<IpAddr>)> {
-        self.by_prefix
+    /// Replaces everything learned with the speaker's current sets (after the change stream
+    /// lagged, or when a new speaker starts).
+    pub fn replace_all(&mut self, all: &[Selected]) {
+        self.by_prefix = all
             .iter()
-            .map(|(dst, peers)| {
-                let hops: BTreeSet<IpAddr> = peers.values().copied().collect();
-                (*dst, hops.into_iter().collect())
-            })
-            .collect()
+            .filter(|s| !s.hops.is_empty())
+            .map(|s| (dst_of(s), gateways(s)))
+            .collect();
+    }
+
+    /// Drops the preserved routes except those `still_awaited` keeps (a route is kept when
+    /// one of its gateways is still awaited). Returns true when something was dropped.
+    pub fn release_preserved(&mut self, still_awaited: impl Fn(&IpAddr) -> bool) -> bool {
+        let before = self.preserved.len();
+        self.preserved
+            .retain(|_, gateways| gateways.iter().any(&still_awaited));
+        self.preserved.len() != before
+    }
+
+    /// Number of preserved routes still held.
+    pub fn preserved(&self) -> usize {
+        self.preserved.len()
+    }
+
+    /// Every learned prefix with its next hops (sorted), and the preserved routes of
+    /// prefixes not learned again.
+    pub fn routes(&self) -> Vec<(Dst, Vec<IpAddr>)> {
+        let mut all = self.by_prefix.clone();
+        for (dst, gateways) in &self.preserved {
+            all.entry(*dst).or_insert_with(|| gateways.clone());
+        }
+        all.into_iter().collect()
     }
 
     /// Number of learned prefixes.
@@ -133,38 +109,29 @@ impl Learned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use tabby_bgp::wire::{NextHop, Nlri, PathAttributes};
+    use tabby_bgp::speaker::Hop;
+    use tabby_bgp::wire::NextHop;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
     }
 
-    fn announce(peer: &str, prefix: &str, nh: &str) -> RouteEvent {
+    fn selected(prefix: &str, hops: &[&str]) -> Selected {
         let prefix: tabby_bgp::Prefix = prefix.parse().unwrap_or_else(|_| panic!("{prefix}"));
-        let next_hop = match ip(nh) {
-            IpAddr::V4(a) => NextHop::V4(a),
-            IpAddr::V6(a) => NextHop::V6 {
-                global: a,
-                link_local: None,
-            },
-        };
-        RouteEvent {
-            peer: ip(peer),
-            change: RouteChange::Announced(ReceivedRoute {
-                nlri: Nlri::from(prefix),
-                next_hop: Some(next_hop),
-                attrs: Arc::new(PathAttributes::default()),
-            }),
-        }
-    }
-
-    fn withdraw(peer: &str, prefix: &str) -> RouteEvent {
-        let prefix: tabby_bgp::Prefix = prefix.parse().unwrap_or_else(|_| panic!("{prefix}"));
-        RouteEvent {
-            peer: ip(peer),
-            change: RouteChange::Withdrawn(Nlri::from(prefix)),
-        }
+        let hops = hops
+            .iter()
+            .map(|nh| Hop {
+                peer: ip(nh),
+                next_hop: match ip(nh) {
+                    IpAddr::V4(a) => NextHop::V4(a),
+                    IpAddr::V6(a) => NextHop::V6 {
+                        global: a,
+                        link_local: None,
+                    },
+                },
+            })
+            .collect();
+        Selected { prefix, hops }
     }
 
     fn dst(s: &str) -> Dst {
@@ -176,10 +143,9 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_from_two_peers_has_both_next_hops() {
+    fn a_multipath_set_becomes_a_route_with_every_next_hop() {
         let mut l = Learned::new();
-        l.apply(&announce("10.0.0.2", "10.244.2.0/26", "10.0.0.2"));
-        l.apply(&announce("10.0.0.3", "10.244.2.0/26", "10.0.0.3"));
+        assert!(l.apply(&selected("10.244.2.0/26", &["10.0.0.3", "10.0.0.2"])));
         assert_eq!(
             l.routes(),
             vec![(dst("10.244.2.0/26"), vec![ip("10.0.0.2"), ip("10.0.0.3")])]
@@ -187,39 +153,59 @@ mod tests {
     }
 
     #[test]
-    fn a_withdraw_removes_only_that_peers_next_hop() {
+    fn an_empty_set_removes_the_route() {
         let mut l = Learned::new();
-        l.apply(&announce("10.0.0.2", "10.244.2.0/26", "10.0.0.2"));
-        l.apply(&announce("10.0.0.3", "10.244.2.0/26", "10.0.0.3"));
-        l.apply(&withdraw("10.0.0.2", "10.244.2.0/26"));
+        l.apply(&selected("10.244.2.0/26", &["10.0.0.2"]));
+        assert!(l.apply(&selected("10.244.2.0/26", &[])));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn the_same_set_again_changes_nothing() {
+        let mut l = Learned::new();
+        l.apply(&selected("10.244.2.0/26", &["10.0.0.2"]));
+        assert!(!l.apply(&selected("10.244.2.0/26", &["10.0.0.2"])));
+    }
+
+    #[test]
+    fn preserved_routes_stand_in_until_learned_again() {
+        let mut l = Learned::with_preserved(&[
+            (dst("10.244.2.0/26"), vec![ip("10.0.0.2")]),
+            (dst("10.244.3.0/26"), vec![ip("10.0.0.3")]),
+        ]);
+        l.apply(&selected("10.244.2.0/26", &["10.0.0.9"]));
         assert_eq!(
             l.routes(),
-            vec![(dst("10.244.2.0/26"), vec![ip("10.0.0.3")])]
+            vec![
+                (dst("10.244.2.0/26"), vec![ip("10.0.0.9")]),
+                (dst("10.244.3.0/26"), vec![ip("10.0.0.3")]),
+            ]
         );
-        l.apply(&withdraw("10.0.0.3", "10.244.2.0/26"));
-        assert!(l.is_empty());
     }
 
     #[test]
-    fn a_session_going_down_clears_its_routes() {
-        let mut l = Learned::new();
-        l.apply(&announce("10.0.0.2", "10.244.2.0/26", "10.0.0.2"));
-        l.apply(&announce("10.0.0.2", "fd00:2::/122", "fd00::2"));
-        l.apply(&RouteEvent {
-            peer: ip("10.0.0.2"),
-            change: RouteChange::Cleared,
-        });
-        assert!(l.is_empty());
-    }
-
-    #[test]
-    fn a_reannouncement_moves_the_next_hop() {
-        let mut l = Learned::new();
-        l.apply(&announce("10.0.0.9", "10.244.2.0/26", "10.0.0.2"));
-        l.apply(&announce("10.0.0.9", "10.244.2.0/26", "10.0.0.3"));
+    fn preserved_routes_go_once_their_peers_are_no_longer_awaited() {
+        let mut l = Learned::with_preserved(&[
+            (dst("10.244.2.0/26"), vec![ip("10.0.0.2")]),
+            (dst("10.244.3.0/26"), vec![ip("10.0.0.3")]),
+        ]);
+        assert!(l.release_preserved(|gw| *gw == ip("10.0.0.3")));
         assert_eq!(
             l.routes(),
-            vec![(dst("10.244.2.0/26"), vec![ip("10.0.0.3")])]
+            vec![(dst("10.244.3.0/26"), vec![ip("10.0.0.3")])]
+        );
+        assert!(l.release_preserved(|_| false));
+        assert!(l.routes().is_empty());
+    }
+
+    #[test]
+    fn a_replacement_after_lag_takes_the_speakers_sets() {
+        let mut l = Learned::new();
+        l.apply(&selected("10.244.2.0/26", &["10.0.0.2"]));
+        l.replace_all(&[selected("10.244.9.0/26", &["10.0.0.9"])]);
+        assert_eq!(
+            l.routes(),
+            vec![(dst("10.244.9.0/26"), vec![ip("10.0.0.9")])]
         );
     }
 }

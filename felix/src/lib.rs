@@ -7,6 +7,7 @@
 //! paths flow back into the route manager; nothing else flows backwards.
 
 pub mod agent;
+pub mod bgp_sync;
 pub mod calc;
 pub mod interfaces;
 pub mod learned;

@@ -343,7 +343,7 @@ fn a_route_deleted_by_hand_is_back_within_a_second() -> Result<()> {
 /// second. The routes stay in the kernel of the restarting node; the other node keeps its
 /// routes to the restarting node's block only if it treats the restart gracefully.
 #[test]
-#[ignore = "needs graceful restart (bgp-rib issue): the other node drops the restarting node's routes; measured 78% loss of a 10/s ping over 6 s"]
+
 fn restarting_an_agent_during_a_ping_loses_nothing() -> Result<()> {
     if skip()? {
         return Ok(());

@@ -145,6 +145,12 @@ pub struct Config {
     pub families: Vec<Family>,
     /// Advertise graceful restart (RFC 4724) with this restart time in seconds (at most 4095).
     pub graceful_restart: Option<u16>,
+    /// Set the Restart State bit: we restarted and defer our first advertisement (RFC 4724
+    /// §4.1). Changes take effect on the next OPEN.
+    pub restarting: bool,
+    /// Set the Graceful Notification bit (RFC 8538): a NOTIFICATION other than a Hard Reset
+    /// also starts a graceful restart.
+    pub graceful_notification: bool,
     /// Advertise extended messages (RFC 8654).
     pub extended_message: bool,
     /// ADD-PATH (RFC 7911) modes we advertise, per family.
@@ -165,6 +171,8 @@ impl Config {
             hold_time: 90,
             families: Family::ALL.to_vec(),
             graceful_restart: Some(120),
+            restarting: false,
+            graceful_notification: true,
             extended_message: true,
             add_path: Vec::new(),
             timers: Timers::default(),
@@ -376,6 +384,20 @@ impl Peer {
             .find_map(|c| c.session.as_deref())
     }
 
+    /// The session negotiated on a connection in OpenConfirm (the peer's OPEN is known, the
+    /// session not yet up), if there is one.
+    pub fn opening(&self) -> Option<&Session> {
+        self.conns
+            .iter()
+            .filter(|c| c.state == ConnState::OpenConfirm)
+            .find_map(|c| c.session.as_deref())
+    }
+
+    /// Sets the Restart State bit of the OPENs sent from now on.
+    pub fn set_restarting(&mut self, restarting: bool) {
+        self.config.restarting = restarting;
+    }
+
     /// Consecutive failed session attempts (drives the IdleHold back-off).
     pub fn failures(&self) -> u32 {
         self.failures
@@ -393,15 +415,17 @@ impl Peer {
         capabilities.push(Capability::FourOctetAs(c.local_as));
         if let Some(restart_time) = c.graceful_restart {
             capabilities.push(Capability::GracefulRestart(GracefulRestart {
-                restarting: false,
-                notification: false,
+                restarting: c.restarting,
+                notification: c.graceful_notification,
                 restart_time: restart_time.min(0x0fff),
+                // Forwarding state is always kept: the node agent leaves its kernel routes in
+                // place across restarts, and a reflector is not on the forwarding path.
                 families: c
                     .families
                     .iter()
                     .map(|f| {
                         let (afi, safi) = f.afi_safi();
-                        (afi, safi, false)
+                        (afi, safi, true)
                     })
                     .collect(),
             }));
@@ -462,6 +486,27 @@ impl Peer {
         if sent {
             self.actions.push_back(Action::Down {
                 reason: DownReason::NotificationSent(notification),
+                was_established,
+            });
+        }
+        self.enabled = false;
+        self.connect_retry = None;
+        self.idle_hold = None;
+        self.stable_at = None;
+    }
+
+    /// ManualStop without a NOTIFICATION: closes every connection and stays Idle. A peer
+    /// that does graceful restart without RFC 8538 keeps our routes only when the session
+    /// ends this way (RFC 4724 §4.2), so a restarting speaker stops its sessions so.
+    pub fn stop_silently(&mut self) {
+        let was_established = self.state() == State::Established;
+        let had_session = self.conns.iter().any(|c| c.state >= ConnState::OpenSent);
+        for conn in std::mem::take(&mut self.conns) {
+            self.actions.push_back(Action::Close(conn.id));
+        }
+        if had_session {
+            self.actions.push_back(Action::Down {
+                reason: DownReason::ConnectionLost,
                 was_established,
             });
         }

@@ -83,7 +83,11 @@ pub(crate) fn rank(paths: &mut [Path]) -> usize {
     if paths.len() > 1 {
         // Within one neighbouring AS the comparison is a total order; sorting by (AS, path)
         // puts each AS's best first in its run.
-        paths.sort_by(|a, b| neighbour_as(a).cmp(&neighbour_as(b)).then_with(|| compare(a, b)));
+        paths.sort_by(|a, b| {
+            neighbour_as(a)
+                .cmp(&neighbour_as(b))
+                .then_with(|| compare(a, b))
+        });
         let mut winners: Vec<usize> = Vec::new();
         for i in 0..paths.len() {
             if i == 0 || neighbour_as(&paths[i]) != neighbour_as(&paths[i - 1]) {

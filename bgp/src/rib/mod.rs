@@ -536,7 +536,11 @@ impl Rib {
         let mut cache = export::Cache::default();
         let prefixes: Vec<Prefix> = self.table.keys().copied().collect();
         for prefix in prefixes {
-            let Some(best) = self.table.get(&prefix).and_then(|d| d.paths.first()).cloned()
+            let Some(best) = self
+                .table
+                .get(&prefix)
+                .and_then(|d| d.paths.first())
+                .cloned()
             else {
                 continue;
             };

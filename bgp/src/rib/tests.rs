@@ -508,11 +508,7 @@ fn equal_attributes_are_one_allocation_across_prefixes_and_peers() {
     sent(&mut rib, 4);
     rib.update(
         addr(2),
-        &announce(
-            &["10.9.0.0/24", "10.9.1.0/24"],
-            "10.0.0.2",
-            attrs(&[65002]),
-        ),
+        &announce(&["10.9.0.0/24", "10.9.1.0/24"], "10.0.0.2", attrs(&[65002])),
     );
     let a = sent(&mut rib, 3);
     let b = sent(&mut rib, 4);
@@ -537,7 +533,11 @@ fn a_reflector_sends_client_routes_to_clients_and_non_clients_with_originator_an
     rib.update(addr(2), &announce(&["10.9.0.0/26"], "10.0.0.2", attrs(&[])));
     for n in [3, 4] {
         let e = announced(&sent(&mut rib, n), "10.9.0.0/26").unwrap();
-        assert_eq!(e.next_hop, NextHop::V4(v4("10.0.0.2")), "next hop unchanged");
+        assert_eq!(
+            e.next_hop,
+            NextHop::V4(v4("10.0.0.2")),
+            "next hop unchanged"
+        );
         assert_eq!(e.attrs.originator_id, Some(v4("10.0.0.2")));
         assert_eq!(e.attrs.cluster_list, vec![v4("1.1.1.1")]);
     }

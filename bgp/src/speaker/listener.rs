@@ -7,6 +7,7 @@ use super::task::TaskHandle;
 use super::{canonical, Shared};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
@@ -14,11 +15,12 @@ use tokio::net::{TcpListener, TcpSocket};
 /// How many refused source addresses are remembered for logging once each.
 const LOGGED_SOURCES: usize = 4096;
 
-/// Binds `addr` and spawns the accept loop. Returns the task and the bound address.
+/// Binds `addr` and spawns the accept loop. Returns the task, the bound address, and a
+/// second descriptor of the listening socket (for per-peer TCP-MD5 keys).
 pub(crate) fn spawn(
     addr: SocketAddr,
     shared: Arc<Shared>,
-) -> std::io::Result<(TaskHandle, SocketAddr)> {
+) -> std::io::Result<(TaskHandle, SocketAddr, OwnedFd)> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -27,8 +29,9 @@ pub(crate) fn spawn(
     socket.bind(addr)?;
     let listener = socket.listen(128)?;
     let bound = listener.local_addr()?;
+    let fd = listener.as_fd().try_clone_to_owned()?;
     tracing::info!(%bound, "BGP listener up");
-    Ok((TaskHandle::spawn(accept_loop(listener, shared)), bound))
+    Ok((TaskHandle::spawn(accept_loop(listener, shared)), bound, fd))
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

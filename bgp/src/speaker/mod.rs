@@ -3,36 +3,48 @@
 //!
 //! ```text
 //!                      Speaker (API: add/update/remove peer, originate/withdraw, status)
-//!                        |  commands (bounded mpsc, per peer)        ^ status + Adj-RIB-In
-//!                        v                                           | (shared snapshots)
-//!  listener task --Incoming(stream)--> session task (one per peer: fsm::Peer, Adj-RIBs)
-//!                                        |  ^ ConnEvent (bounded mpsc)      | RouteEvent
-//!                                        v  |                              v (broadcast)
-//!                   per connection: connect task, reader task, writer task (bounded mpsc)
-//!  originated routes: watch channel from the Speaker to every session task
+//!                        |  commands (bounded mpsc, per peer)        ^ status (shared)
+//!                        v                                           |
+//!  listener task --Incoming(stream)--> session task (one per peer: fsm::Peer) --+
+//!                                        |  ^ ConnEvent (bounded mpsc)          | lock
+//!                                        v  |                                   v
+//!                   per connection: connect, reader, writer tasks     Rib (one, shared):
+//!                                                                     Adj-RIBs-In, Loc-RIB,
+//!  session tasks <-- Notify (per peer: "your outbox has routes") ---- outboxes per peer
+//!  subscribers   <-- Selected (broadcast: multipath set changes) ----
 //! ```
+//!
+//! The [`Rib`](crate::rib::Rib) is sans-IO and called under a mutex by whoever has news
+//! (a session with an UPDATE, the API with an origination); it coalesces what each peer must
+//! be sent into that peer's outbox and names the peers to wake. A session task drains its
+//! outbox when its connection has room, so a slow peer delays only itself, and what it is
+//! sent while it is slow is coalesced, never queued without bound.
 //!
 //! Every task is owned by a handle that aborts it on drop: the speaker owns the listener and
 //! the session tasks; a session task owns its connections' tasks. Shutdown is a message: a
 //! session task told to stop sends a CEASE, lets its writers flush, and returns.
 
 mod listener;
-mod rib;
+mod md5;
+mod outbound;
 mod session;
 mod task;
 
-pub use rib::{ReceivedRoute, RouteChange};
+pub use crate::rib::{Hop, NextHopMode, Origination, ReceivedRoute, Selected};
 
 use crate::fsm::{ConfigError, State, Timers};
 use crate::prefix::{Family, Prefix};
+use crate::rib::{Path, Rib, RibConfig};
 use crate::wire::{cease, Notification};
 use session::{Command, PeerShared};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use task::TaskHandle;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -57,6 +69,16 @@ pub struct SpeakerConfig {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// Restart time advertised with the graceful restart capability; `None`: not advertised.
     pub graceful_restart: Option<u16>,
+    /// We restarted with our forwarding state kept (RFC 4724 §4.1): advertise the Restart
+    /// State bit and hold our first advertisement until the peers that are up sent their
+    /// End-of-RIB, or `selection_deferral` passed.
+    pub restarting: bool,
+    /// Upper bound of the deferral of a restarting speaker.
+    pub selection_deferral: Duration,
+    /// How long a restarted peer's stale routes may wait for its End-of-RIB.
+    pub stale_time: Duration,
+    /// Our cluster ID when we are a route reflector (RFC 4456).
+    pub cluster_id: Option<Ipv4Addr>,
     /// FSM timers of every peer.
     pub timers: Timers,
 }
@@ -73,9 +95,23 @@ impl SpeakerConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             graceful_restart: Some(120),
+            restarting: false,
+            selection_deferral: Duration::from_secs(120),
+            stale_time: Duration::from_secs(360),
+            cluster_id: None,
             timers: Timers::default(),
         }
     }
+}
+
+/// What to do when a peer sends more prefixes than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixLimit {
+    /// Most routes accepted from the peer.
+    pub max: u32,
+    /// `None`: log a warning when crossed. `Some(t)`: end the session with a CEASE "Maximum
+    /// Number of Prefixes Reached" (RFC 4486) and retry after `t`.
+    pub restart_after: Option<Duration>,
 }
 
 /// One configured peer.
@@ -95,6 +131,16 @@ pub struct PeerConfig {
     pub local_address: Option<IpAddr>,
     /// Families to negotiate.
     pub families: Vec<Family>,
+    /// The peer is a route reflection client of ours (needs the speaker's cluster ID).
+    pub rr_client: bool,
+    /// Which next hop routes leave with towards the peer.
+    pub next_hop_mode: NextHopMode,
+    /// Restart time advertised to this peer, overriding the speaker's.
+    pub restart_time: Option<u16>,
+    /// Limit on the routes the peer may send.
+    pub prefix_limit: Option<PrefixLimit>,
+    /// TCP-MD5 key (RFC 2385).
+    pub password: Option<String>,
 }
 
 impl PeerConfig {
@@ -108,6 +154,11 @@ impl PeerConfig {
             hold_time: 90,
             local_address: None,
             families: Family::ALL.to_vec(),
+            rr_client: false,
+            next_hop_mode: NextHopMode::Auto,
+            restart_time: None,
+            prefix_limit: None,
+            password: None,
         }
     }
 }
@@ -129,6 +180,14 @@ pub enum SpeakerError {
     /// No peer with this address is configured.
     #[error("peer {0} is not configured")]
     NoSuchPeer(IpAddr),
+    /// The peer's TCP-MD5 password cannot be used.
+    #[error("peer {address}: {source}")]
+    Password {
+        /// The peer.
+        address: IpAddr,
+        /// The cause.
+        source: md5::Md5Error,
+    },
     /// The peer's configuration is not usable.
     #[error("peer {address}: {source}")]
     Config {
@@ -152,8 +211,10 @@ pub struct PeerStatus {
     pub since: SystemTime,
     /// Routes currently received from the peer (its Adj-RIB-In).
     pub received: u64,
-    /// Routes received and accepted (no import policy yet: equal to `received`).
+    /// Routes received and in the table (not refused as loops).
     pub accepted: u64,
+    /// Routes of a restarting peer kept stale.
+    pub stale: u64,
     /// Prefixes currently advertised to the peer.
     pub advertised: u64,
     /// UPDATE messages received on this peer's sessions.
@@ -174,25 +235,59 @@ pub struct PeerStatus {
     pub hold_time: Option<u16>,
 }
 
-/// A change of some peer's Adj-RIB-In, as sent to [`Speaker::subscribe`]rs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteEvent {
-    /// The peer.
-    pub peer: IpAddr,
-    /// The change.
-    pub change: RouteChange,
-}
-
 /// What every session task shares with the speaker.
 #[derive(Debug, Clone)]
 pub(crate) struct SpeakerContext {
     pub(crate) config: Arc<SpeakerConfig>,
-    pub(crate) originated: watch::Receiver<Arc<Originated>>,
-    pub(crate) events: broadcast::Sender<RouteEvent>,
+    rib: Arc<Mutex<Rib>>,
+    events: broadcast::Sender<Selected>,
+    /// Per peer: wakes its session task when its outbox has something.
+    wakers: Arc<Mutex<HashMap<IpAddr, Arc<Notify>>>>,
+    /// Mirrors [`Rib::deferring`] for the sessions' Restart State bit, without the lock.
+    deferring: Arc<AtomicBool>,
 }
 
-/// Originated prefixes and their requested next hops.
-pub(crate) type Originated = BTreeMap<Prefix, Option<IpAddr>>;
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; what it guards stays consistent, since
+    // every change under these locks is completed before anything can panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SpeakerContext {
+    /// Runs `f` on the table, then publishes what it changed: multipath sets to the
+    /// subscribers, a wake-up to each peer with something to send.
+    pub(crate) fn with_rib<R>(&self, f: impl FnOnce(&mut Rib) -> R) -> R {
+        let (r, woken, changes, deferring) = {
+            let mut rib = relock(&self.rib);
+            let r = f(&mut rib);
+            (r, rib.take_woken(), rib.take_changes(), rib.deferring())
+        };
+        self.deferring.store(deferring, Ordering::Relaxed);
+        for change in changes {
+            // No subscriber is not an error.
+            let _ = self.events.send(change);
+        }
+        if !woken.is_empty() {
+            let wakers = relock(&self.wakers);
+            for peer in woken {
+                if let Some(w) = wakers.get(&peer) {
+                    w.notify_one();
+                }
+            }
+        }
+        r
+    }
+
+    /// Reads the table.
+    pub(crate) fn read_rib<R>(&self, f: impl FnOnce(&Rib) -> R) -> R {
+        f(&relock(&self.rib))
+    }
+
+    /// True while a restarting speaker defers its first advertisement.
+    pub(crate) fn deferring(&self) -> bool {
+        self.deferring.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Debug)]
 struct PeerEntry {
@@ -209,8 +304,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn peers(&self) -> MutexGuard<'_, HashMap<IpAddr, PeerEntry>> {
-        // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+        relock(&self.peers)
     }
 
     /// The command channel of the peer at `address`, if configured.
@@ -225,9 +319,12 @@ impl Shared {
 pub struct Speaker {
     shared: Arc<Shared>,
     ctx: SpeakerContext,
-    originated: watch::Sender<Arc<Originated>>,
+    originated: Mutex<BTreeMap<Prefix, Origination>>,
     local_addr: Option<SocketAddr>,
+    /// The listening socket, for per-peer TCP-MD5 keys.
+    listen_fd: Option<OwnedFd>,
     _listener: Option<TaskHandle>,
+    _deferral: Option<TaskHandle>,
 }
 
 /// Addresses as one peer is known by: IPv4-mapped IPv6 addresses become IPv4.
@@ -238,30 +335,53 @@ pub(crate) fn canonical(addr: IpAddr) -> IpAddr {
 impl Speaker {
     /// Binds the listener (if any) and starts the speaker with no peers.
     pub async fn start(config: SpeakerConfig) -> Result<Speaker, SpeakerError> {
-        let (originated, originated_rx) = watch::channel(Arc::new(Originated::new()));
         let (events, _) = broadcast::channel(4096);
+        let rib = Rib::new(RibConfig {
+            router_id: config.router_id,
+            local_as: config.local_as,
+            cluster_id: config.cluster_id,
+            next_hop_v4: config.next_hop_v4,
+            next_hop_v6: config.next_hop_v6,
+            restarting: config.restarting,
+        });
         let ctx = SpeakerContext {
+            deferring: Arc::new(AtomicBool::new(config.restarting)),
             config: Arc::new(config),
-            originated: originated_rx,
+            rib: Arc::new(Mutex::new(rib)),
             events,
+            wakers: Arc::new(Mutex::new(HashMap::new())),
         };
+        // The deferral of a restarting speaker ends when the awaited End-of-RIBs are in; this
+        // is only its upper bound.
+        let deferral = ctx.config.restarting.then(|| {
+            let ctx = ctx.clone();
+            TaskHandle::spawn(async move {
+                tokio::time::sleep(ctx.config.selection_deferral).await;
+                if ctx.deferring() {
+                    tracing::warn!("selection deferral timer expired before every End-of-RIB");
+                }
+                ctx.with_rib(Rib::end_deferral);
+            })
+        });
         let shared = Arc::new(Shared {
             peers: Mutex::new(HashMap::new()),
         });
-        let (listener, local_addr) = match ctx.config.listen {
+        let (listener, local_addr, listen_fd) = match ctx.config.listen {
             Some(addr) => {
-                let (task, bound) = listener::spawn(addr, Arc::clone(&shared))
+                let (task, bound, fd) = listener::spawn(addr, Arc::clone(&shared))
                     .map_err(|source| SpeakerError::Listen { addr, source })?;
-                (Some(task), Some(bound))
+                (Some(task), Some(bound), Some(fd))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         Ok(Speaker {
             shared,
             ctx,
-            originated,
+            originated: Mutex::new(BTreeMap::new()),
             local_addr,
+            listen_fd,
             _listener: listener,
+            _deferral: deferral,
         })
     }
 
@@ -285,9 +405,26 @@ impl Speaker {
         if peers.contains_key(&config.address) {
             return Err(SpeakerError::PeerExists(config.address));
         }
+        self.set_listener_key(config.address, config.password.as_deref())?;
         let entry = self.spawn_peer(config)?;
         peers.insert(entry.config.address, entry);
         Ok(())
+    }
+
+    /// Sets (or with `None` removes) the TCP-MD5 key of `address` on the listener.
+    fn set_listener_key(
+        &self,
+        address: IpAddr,
+        password: Option<&str>,
+    ) -> Result<(), SpeakerError> {
+        let Some(fd) = &self.listen_fd else {
+            return Ok(());
+        };
+        let err = |source| SpeakerError::Password { address, source };
+        match password {
+            Some(p) => md5::set_key(fd, address, &md5::Md5Key::new(p).map_err(err)?).map_err(err),
+            None => md5::clear_key(fd, address).map_err(err),
+        }
     }
 
     fn spawn_peer(&self, config: PeerConfig) -> Result<PeerEntry, SpeakerError> {
@@ -298,13 +435,16 @@ impl Speaker {
             .map_err(|source| SpeakerError::Config { address, source })?;
         let (commands, commands_rx) = mpsc::channel(16);
         let shared = Arc::new(Mutex::new(PeerShared::new(&config)));
+        let waker = Arc::new(Notify::new());
         let task = session::spawn(
             config.clone(),
             self.ctx.clone(),
             Arc::clone(&shared),
             commands_rx,
+            Arc::clone(&waker),
         )
         .map_err(|source| SpeakerError::Config { address, source })?;
+        relock(&self.ctx.wakers).insert(address, waker);
         Ok(PeerEntry {
             config,
             commands,
@@ -333,6 +473,9 @@ impl Speaker {
             if entry.config == config {
                 return Ok(());
             }
+            if entry.config.password != config.password {
+                self.set_listener_key(address, config.password.as_deref())?;
+            }
             entry.config = config.clone();
             entry.commands.clone()
         };
@@ -350,51 +493,111 @@ impl Speaker {
             .peers()
             .remove(&address)
             .ok_or(SpeakerError::NoSuchPeer(address))?;
-        stop_peer(entry, Notification::cease(cease::PEER_DECONFIGURED)).await;
+        relock(&self.ctx.wakers).remove(&address);
+        if entry.config.password.is_some() {
+            if let Err(error) = self.set_listener_key(address, None) {
+                tracing::warn!(%error, "cannot remove the TCP-MD5 key of a removed peer");
+            }
+        }
+        // RFC 8538: a Hard Reset when the peer would otherwise keep our routes as stale.
+        stop_peer(
+            entry,
+            Stop::Hard(Notification::cease(cease::PEER_DECONFIGURED)),
+        )
+        .await;
+        self.ctx.with_rib(|rib| rib.remove_peer(address));
         Ok(())
     }
 
-    /// Stops every session with a CEASE "Administrative Shutdown" (RFC 4486) and ends the
-    /// speaker.
+    /// Stops every session and ends the speaker, so that peers doing graceful restart keep
+    /// our routes while we restart: a CEASE "Administrative Shutdown" to peers that
+    /// exchanged the Graceful Notification bit (RFC 8538) or that do no graceful restart at
+    /// all, and a close without NOTIFICATION to peers that do graceful restart only after
+    /// a lost connection (RFC 4724 §4.2). The kernel routes of the node stay in place.
     pub async fn shutdown(self) {
         let entries: Vec<PeerEntry> = self.shared.peers().drain().map(|(_, e)| e).collect();
-        let stops = entries
-            .into_iter()
-            .map(|e| stop_peer(e, Notification::cease(cease::ADMINISTRATIVE_SHUTDOWN)));
+        let stops = entries.into_iter().map(|e| stop_peer(e, Stop::Graceful));
         futures_join_all(stops).await;
     }
 
     /// Originates `prefix` towards every Established peer, with `next_hop` or (when `None`)
     /// the session's own address. Replaces an earlier origination of the same prefix.
     pub fn originate(&self, prefix: Prefix, next_hop: Option<IpAddr>) {
-        self.originated.send_modify(|o| {
-            Arc::make_mut(o).insert(prefix, next_hop.map(canonical));
-        });
+        self.originate_with(
+            prefix,
+            Origination {
+                next_hop: next_hop.map(canonical),
+                ..Origination::default()
+            },
+        );
+    }
+
+    /// Originates `prefix` with the given next hop and communities; replaces an earlier
+    /// origination of it (and does nothing when it is the same).
+    pub fn originate_with(&self, prefix: Prefix, origination: Origination) {
+        {
+            let mut originated = relock(&self.originated);
+            if originated.get(&prefix) == Some(&origination) {
+                return;
+            }
+            originated.insert(prefix, origination.clone());
+        }
+        self.ctx.with_rib(|rib| rib.originate(prefix, &origination));
     }
 
     /// Stops originating `prefix`. Returns false if it was not originated.
     pub fn withdraw(&self, prefix: Prefix) -> bool {
-        let mut removed = false;
-        self.originated.send_if_modified(|o| {
-            removed = Arc::make_mut(o).remove(&prefix).is_some();
-            removed
-        });
+        let removed = relock(&self.originated).remove(&prefix).is_some();
+        if removed {
+            self.ctx.with_rib(|rib| rib.withdraw(prefix));
+        }
         removed
     }
 
     /// The originated prefixes.
     pub fn originated(&self) -> Vec<(Prefix, Option<IpAddr>)> {
-        self.originated
-            .borrow()
+        relock(&self.originated)
             .iter()
-            .map(|(p, nh)| (*p, *nh))
+            .map(|(p, o)| (*p, o.next_hop))
             .collect()
     }
 
-    /// A stream of every change of every peer's Adj-RIB-In. A receiver that falls behind
-    /// gets `Lagged` and should resynchronise from [`Speaker::routes`].
-    pub fn subscribe(&self) -> broadcast::Receiver<RouteEvent> {
+    /// A stream of the changes of every prefix's multipath set: what the kernel should
+    /// forward by. A receiver that falls behind gets `Lagged` and should resynchronise from
+    /// [`Speaker::selected`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Selected> {
         self.ctx.events.subscribe()
+    }
+
+    /// The multipath set of every prefix learned from peers, in prefix order.
+    pub fn selected(&self) -> Vec<Selected> {
+        self.ctx.read_rib(Rib::selected)
+    }
+
+    /// The whole table: every prefix with its paths, best first.
+    pub fn table(&self) -> Vec<(Prefix, Vec<Path>)> {
+        self.ctx.read_rib(Rib::table)
+    }
+
+    /// True while a restarting speaker waits for its peers' End-of-RIB before advertising
+    /// (and before the routes it kept in the kernel may be replaced by what it learned).
+    pub fn deferring(&self) -> bool {
+        self.ctx.read_rib(Rib::deferring)
+    }
+
+    /// True when the peer's session is up and its End-of-RIB arrived for every family.
+    pub fn end_of_rib_received(&self, address: IpAddr) -> bool {
+        self.ctx
+            .read_rib(|rib| rib.end_of_rib_received(canonical(address)))
+    }
+
+    /// Asks the peer to send its routes again (ROUTE-REFRESH, RFC 2918). Returns false when
+    /// the peer is not configured.
+    pub async fn refresh(&self, address: IpAddr) -> bool {
+        let Some(commands) = self.shared.commands_for(canonical(address)) else {
+            return false;
+        };
+        commands.send(Command::Refresh).await.is_ok()
     }
 
     /// Snapshots of every peer, by address.
@@ -419,16 +622,27 @@ impl Speaker {
 
     /// The routes a peer announced (its Adj-RIB-In), in prefix order.
     pub fn routes(&self, address: IpAddr) -> Option<Vec<ReceivedRoute>> {
-        let peers = self.shared.peers();
-        let entry = peers.get(&canonical(address))?;
-        let shared = session::lock(&entry.shared);
-        Some(shared.rib_in.routes().cloned().collect())
+        let address = canonical(address);
+        if !self.shared.peers().contains_key(&address) {
+            return None;
+        }
+        Some(self.ctx.read_rib(|rib| rib.received(address)))
     }
 }
 
-async fn stop_peer(entry: PeerEntry, notification: Notification) {
+/// How a session task stops.
+#[derive(Debug, Clone)]
+pub(crate) enum Stop {
+    /// Send this NOTIFICATION, as a Hard Reset (RFC 8538) when the Graceful Notification
+    /// bit was exchanged.
+    Hard(Notification),
+    /// Let the peer keep our routes for a graceful restart (see [`Speaker::shutdown`]).
+    Graceful,
+}
+
+async fn stop_peer(entry: PeerEntry, how: Stop) {
     let PeerEntry { commands, task, .. } = entry;
-    if commands.send(Command::Stop(notification)).await.is_ok() {
+    if commands.send(Command::Stop(how)).await.is_ok() {
         task.join(STOP_GRACE).await;
     }
 }

@@ -1,13 +1,16 @@
 //! One task per configured peer: drives its [`fsm::Peer`](crate::fsm::Peer), owns its TCP
-//! connections, keeps its Adj-RIB-In and Adj-RIB-Out, and publishes its status.
+//! connections, hands what the peer sends to the [`Rib`](crate::rib::Rib), writes what the
+//! RIB queued for the peer, runs the peer's graceful-restart and prefix-limit timers, and
+//! publishes its status.
 
-use super::rib::{AdjRibIn, AdjRibOut, Outbound, RouteChange};
 use super::task::TaskHandle;
 use super::{
-    canonical, Originated, PeerConfig, PeerStatus, RouteEvent, SpeakerConfig, SpeakerContext,
+    canonical, md5, outbound, PeerConfig, PeerStatus, SpeakerConfig, SpeakerContext, Stop,
 };
-use crate::fsm::{self, Action, ConfigError, ConnId, Peer, Session, State};
-use crate::wire::{self, cease, Context, Message, Notification};
+use crate::fsm::{self, Action, ConfigError, ConnId, DownReason, Peer, Session, State};
+use crate::prefix::Family;
+use crate::rib::{PeerKind, PeerRestart, PeerSession};
+use crate::wire::{self, cease, code, Capability, Context, Message, Notification, RouteRefresh};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::Instrument;
 
 /// Messages queued to one connection's writer.
@@ -35,8 +38,10 @@ pub(crate) enum Command {
     Incoming(TcpStream),
     /// New configuration.
     Reconfigure(PeerConfig),
-    /// Send this NOTIFICATION (a CEASE), close everything, end the task.
-    Stop(Notification),
+    /// Ask the peer for its routes again (ROUTE-REFRESH).
+    Refresh,
+    /// Close everything and end the task.
+    Stop(Stop),
 }
 
 /// What connection tasks tell the session task.
@@ -55,7 +60,6 @@ enum ConnEvent {
 #[derive(Debug)]
 pub(crate) struct PeerShared {
     pub(crate) status: PeerStatus,
-    pub(crate) rib_in: AdjRibIn,
 }
 
 impl PeerShared {
@@ -68,6 +72,7 @@ impl PeerShared {
                 since: SystemTime::now(),
                 received: 0,
                 accepted: 0,
+                stale: 0,
                 advertised: 0,
                 updates_received: 0,
                 updates_sent: 0,
@@ -78,7 +83,6 @@ impl PeerShared {
                 families: Vec::new(),
                 hold_time: None,
             },
-            rib_in: AdjRibIn::default(),
         }
     }
 }
@@ -94,7 +98,10 @@ pub(crate) fn fsm_config(speaker: &SpeakerConfig, peer: &PeerConfig) -> fsm::Con
         passive: peer.passive,
         hold_time: peer.hold_time,
         families: peer.families.clone(),
-        graceful_restart: speaker.graceful_restart,
+        graceful_restart: speaker
+            .graceful_restart
+            .map(|t| peer.restart_time.unwrap_or(t)),
+        restarting: speaker.restarting,
         timers: speaker.timers.clone(),
         ..fsm::Config::new(speaker.local_as, speaker.router_id, peer.remote_as)
     }
@@ -106,6 +113,7 @@ pub(crate) fn spawn(
     ctx: SpeakerContext,
     shared: Arc<Mutex<PeerShared>>,
     commands: mpsc::Receiver<Command>,
+    waker: Arc<Notify>,
 ) -> Result<TaskHandle, ConfigError> {
     let fsm = Peer::new(fsm_config(&ctx.config, &config))?;
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -118,7 +126,11 @@ pub(crate) fn spawn(
         closing: Vec::new(),
         events_tx,
         established: None,
-        rib_out: AdjRibOut::default(),
+        waker,
+        opening: false,
+        stale_until: None,
+        restart_at: None,
+        over_limit: false,
     };
     let span = tracing::info_span!("bgp_peer", peer = %task.config.address);
     Ok(TaskHandle::spawn(
@@ -135,12 +147,13 @@ struct ConnIo {
     local: Option<SocketAddr>,
 }
 
-/// The Established session's I/O facts.
+/// The Established session's facts.
 #[derive(Debug)]
 struct Up {
     conn: ConnId,
     session: Session,
-    outbound: Outbound,
+    /// The peer's graceful restart capability.
+    restart: Option<PeerRestart>,
 }
 
 struct SessionTask {
@@ -153,7 +166,17 @@ struct SessionTask {
     closing: Vec<TaskHandle>,
     events_tx: mpsc::Sender<ConnEvent>,
     established: Option<Up>,
-    rib_out: AdjRibOut,
+    /// Rung when the RIB queued something for this peer.
+    waker: Arc<Notify>,
+    /// The RIB knows we are in OpenConfirm.
+    opening: bool,
+    /// When the stale routes of the restarting peer go (its restart time, then the stale
+    /// time once it is back).
+    stale_until: Option<Instant>,
+    /// When to start again after a prefix-limit CEASE.
+    restart_at: Option<Instant>,
+    /// The peer is over its prefix limit (warned once per crossing).
+    over_limit: bool,
 }
 
 impl SessionTask {
@@ -162,19 +185,23 @@ impl SessionTask {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<ConnEvent>,
     ) {
-        let mut originated = self.ctx.originated.clone();
         self.fsm.start(Instant::now());
         loop {
+            self.fsm.set_restarting(self.ctx.deferring());
             self.run_actions().await;
             self.publish_state();
             self.closing.retain(|t| !t.is_finished());
-            let deadline = self.fsm.poll_timeout();
+            let deadline = [self.fsm.poll_timeout(), self.stale_until, self.restart_at]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match deadline {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
                     None => std::future::pending().await,
                 }
             };
+            let waker = Arc::clone(&self.waker);
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Incoming(stream)) => {
@@ -182,34 +209,101 @@ impl SessionTask {
                         self.attach(id, stream);
                     }
                     Some(Command::Reconfigure(config)) => self.reconfigure(config).await,
-                    Some(Command::Stop(notification)) => {
-                        self.stop(notification).await;
+                    Some(Command::Refresh) => self.request_refresh().await,
+                    Some(Command::Stop(how)) => {
+                        self.stop(how).await;
                         return;
                     }
                     None => {
-                        self.stop(Notification::cease(cease::ADMINISTRATIVE_SHUTDOWN)).await;
+                        let n = Notification::cease(cease::ADMINISTRATIVE_SHUTDOWN);
+                        self.stop(Stop::Hard(n)).await;
                         return;
                     }
                 },
                 Some(event) = events.recv() => self.handle_event(event),
-                () = sleep => self.fsm.handle_timeout(Instant::now()),
-                changed = originated.changed(), if self.established.is_some() => {
-                    if changed.is_ok() {
-                        self.sync_routes().await;
-                    }
-                }
+                () = sleep => self.timeout(Instant::now()),
+                () = waker.notified(), if self.established.is_some() => self.flush_outbox().await,
             }
         }
     }
 
-    async fn stop(&mut self, notification: Notification) {
-        tracing::info!(reason = %notification, "stopping session");
-        self.fsm.stop(notification);
+    fn timeout(&mut self, now: Instant) {
+        if self.stale_until.is_some_and(|t| t <= now) {
+            self.stale_until = None;
+            tracing::info!("restart or stale time of the peer ran out; dropping its stale routes");
+            let address = self.config.address;
+            self.ctx.with_rib(|rib| rib.sweep_stale(address, None));
+            self.publish_counts();
+        }
+        if self.restart_at.is_some_and(|t| t <= now) {
+            self.restart_at = None;
+            tracing::info!("prefix-limit back-off over; starting the session again");
+            self.fsm.start(now);
+        }
+        self.fsm.handle_timeout(now);
+    }
+
+    /// Ends the task. The speaker forgets the peer's routes afterwards unless it is shutting
+    /// down as a whole.
+    async fn stop(&mut self, how: Stop) {
+        let restart = self.established.as_ref().and_then(|u| u.restart.clone());
+        let graceful_notification = restart.as_ref().is_some_and(|r| r.notification)
+            && self.ctx.config.graceful_restart.is_some();
+        match how {
+            Stop::Hard(n) => {
+                let n = if graceful_notification {
+                    Notification::hard_reset(&n)
+                } else {
+                    n
+                };
+                tracing::info!(reason = %n, "stopping session");
+                self.fsm.stop(n);
+            }
+            Stop::Graceful if restart.is_some() && !graceful_notification => {
+                // RFC 4724 §4.2: the peer keeps our routes only if the session ends without
+                // a NOTIFICATION.
+                tracing::info!("stopping session without NOTIFICATION for graceful restart");
+                self.fsm.stop_silently();
+            }
+            Stop::Graceful => {
+                let n = Notification::cease(cease::ADMINISTRATIVE_SHUTDOWN);
+                tracing::info!(reason = %n, "stopping session");
+                self.fsm.stop(n);
+            }
+        }
         self.run_actions().await;
         self.publish_state();
         for writer in std::mem::take(&mut self.closing) {
             writer.join(FLUSH_GRACE).await;
         }
+    }
+
+    /// RFC 2918: a ROUTE-REFRESH per family, when the peer advertised the capability.
+    async fn request_refresh(&mut self) {
+        let Some(up) = &self.established else { return };
+        let supported = up
+            .session
+            .peer_capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::RouteRefresh));
+        if !supported {
+            tracing::warn!("the peer did not advertise route refresh; not asking");
+            return;
+        }
+        let conn = up.conn;
+        let ctx = up.session.context.clone();
+        let mut buf = BytesMut::new();
+        for family in up.session.families.clone() {
+            let (afi, safi) = family.afi_safi();
+            let request = RouteRefresh {
+                afi,
+                subtype: 0,
+                safi,
+            };
+            Message::RouteRefresh(request).encode(&ctx, &mut buf);
+        }
+        tracing::info!("sending ROUTE-REFRESH");
+        self.send(conn, buf.freeze()).await;
     }
 
     async fn reconfigure(&mut self, config: PeerConfig) {
@@ -224,6 +318,8 @@ impl SessionTask {
             Ok(fsm) => {
                 self.fsm = fsm;
                 self.config = config;
+                self.over_limit = false;
+                self.restart_at = None;
                 lock(&self.shared).status.remote_as = self.config.remote_as;
                 self.fsm.start(Instant::now());
             }
@@ -323,8 +419,10 @@ impl SessionTask {
         let local = self.config.local_address.or(self.ctx.config.local_address);
         let limit = self.ctx.config.timers.connect_retry;
         let events = self.events_tx.clone();
+        let password = self.config.password.clone();
         let task = TaskHandle::spawn(async move {
-            let event = match tokio::time::timeout(limit, connect(remote, local)).await {
+            let connecting = connect(remote, local, password.as_deref());
+            let event = match tokio::time::timeout(limit, connecting).await {
                 Ok(Ok(stream)) => ConnEvent::Connected(id, stream),
                 Ok(Err(error)) => ConnEvent::ConnectFailed(id, error.to_string()),
                 Err(_) => ConnEvent::ConnectFailed(id, "connect timed out".to_string()),
@@ -371,10 +469,6 @@ impl SessionTask {
                 self.closing.push(writer);
             }
         }
-        if self.established.as_ref().is_some_and(|up| up.conn == id) {
-            self.established = None;
-            self.rib_out.clear();
-        }
     }
 
     async fn run_actions(&mut self) {
@@ -392,49 +486,135 @@ impl SessionTask {
                 Action::Close(id) => self.close(id),
                 Action::Established(session) => self.established(*session).await,
                 Action::Update(_, update) => {
-                    let families = self
-                        .established
-                        .as_ref()
-                        .map(|up| up.session.families.clone())
-                        .unwrap_or_default();
-                    let changes = {
-                        let mut shared = lock(&self.shared);
-                        let changes = shared.rib_in.apply(&update, &families);
-                        let n = shared.rib_in.len() as u64;
-                        shared.status.received = n;
-                        shared.status.accepted = n;
-                        changes
-                    };
-                    self.publish(changes);
+                    let address = self.config.address;
+                    self.ctx.with_rib(|rib| rib.update(address, &update));
+                    self.publish_counts();
+                    self.check_prefix_limit();
                 }
                 Action::RouteRefresh(_, _) => {
                     // RFC 2918 §4: send the whole Adj-RIB-Out again.
-                    self.rib_out.clear();
-                    self.sync_routes().await;
+                    let address = self.config.address;
+                    self.ctx.with_rib(|rib| rib.refresh(address));
                 }
                 Action::Down {
                     reason,
                     was_established,
-                } => {
-                    tracing::warn!(%reason, was_established, "session down");
-                    {
-                        let mut shared = lock(&self.shared);
-                        shared.status.last_error = Some(reason.to_string());
-                        if was_established {
-                            shared.rib_in.clear();
-                            shared.status.received = 0;
-                            shared.status.accepted = 0;
-                            shared.status.advertised = 0;
-                        }
-                    }
-                    if was_established {
-                        self.publish(vec![RouteChange::Cleared]);
-                    }
-                    self.established = None;
-                    self.rib_out.clear();
-                }
+                } => self.down(reason, was_established),
             }
         }
+    }
+
+    /// The session (or an attempt) ended. A peer that does graceful restart keeps its
+    /// routes, stale, for its restart time (RFC 4724 §4.2): after a lost connection, or
+    /// after any NOTIFICATION but a Hard Reset when both sides set the Graceful
+    /// Notification bit (RFC 8538 §3).
+    fn down(&mut self, reason: DownReason, was_established: bool) {
+        tracing::warn!(%reason, was_established, "session down");
+        lock(&self.shared).status.last_error = Some(reason.to_string());
+        let address = self.config.address;
+        if self.opening {
+            self.opening = false;
+            self.ctx.with_rib(|rib| rib.peer_not_opening(address));
+        }
+        let up = self.established.take();
+        if !was_established {
+            return;
+        }
+        let keep = self.graceful_families(up.as_ref(), &reason);
+        if keep.is_empty() {
+            self.stale_until = None;
+        } else {
+            let restart_time = up
+                .as_ref()
+                .and_then(|u| u.restart.as_ref())
+                .map_or(0, |r| r.restart_time);
+            tracing::info!(
+                restart_time,
+                families = ?keep,
+                "peer may be restarting; keeping its routes as stale"
+            );
+            self.stale_until = Some(Instant::now() + Duration::from_secs(u64::from(restart_time)));
+        }
+        self.ctx.with_rib(|rib| rib.peer_down(address, &keep));
+        self.publish_counts();
+    }
+
+    /// The families whose routes stay for a graceful restart of the peer.
+    fn graceful_families(&self, up: Option<&Up>, reason: &DownReason) -> Vec<Family> {
+        let Some(up) = up else { return Vec::new() };
+        let Some(restart) = &up.restart else {
+            return Vec::new();
+        };
+        if restart.restart_time == 0 || self.ctx.config.graceful_restart.is_none() {
+            return Vec::new();
+        }
+        let graceful = match reason {
+            DownReason::ConnectionLost => true,
+            DownReason::NotificationReceived(n) | DownReason::NotificationSent(n) => {
+                restart.notification && !n.is_hard_reset()
+            }
+        };
+        if !graceful {
+            return Vec::new();
+        }
+        restart
+            .families
+            .iter()
+            .map(|(f, _)| *f)
+            .filter(|f| up.session.families.contains(f))
+            .collect()
+    }
+
+    /// Applies the prefix limit after the peer's routes changed.
+    fn check_prefix_limit(&mut self) {
+        let Some(limit) = self.config.prefix_limit else {
+            return;
+        };
+        let received = lock(&self.shared).status.received;
+        if received <= u64::from(limit.max) {
+            self.over_limit = false;
+            return;
+        }
+        match limit.restart_after {
+            None => {
+                if !self.over_limit {
+                    tracing::warn!(received, limit = limit.max, "peer exceeds its prefix limit");
+                }
+                self.over_limit = true;
+            }
+            Some(back_off) => {
+                tracing::warn!(
+                    received,
+                    limit = limit.max,
+                    ?back_off,
+                    "peer exceeds its prefix limit; ending the session"
+                );
+                // RFC 4486 §4: AFI, SAFI and the limit as data. The limit counts every
+                // family; the first one of the session is named.
+                let family = self
+                    .established
+                    .as_ref()
+                    .and_then(|u| u.session.families.first().copied())
+                    .unwrap_or(Family::Ipv4Unicast);
+                let (afi, safi) = family.afi_safi();
+                let mut data = afi.to_be_bytes().to_vec();
+                data.push(safi);
+                data.extend_from_slice(&limit.max.to_be_bytes());
+                self.fsm
+                    .stop(Notification::new(code::CEASE, cease::MAX_PREFIXES, data));
+                self.restart_at = Some(Instant::now() + back_off);
+            }
+        }
+    }
+
+    fn publish_counts(&self) {
+        let address = self.config.address;
+        let counts = self.ctx.read_rib(|rib| rib.counts(address));
+        let mut shared = lock(&self.shared);
+        shared.status.received = counts.received;
+        shared.status.accepted = counts.accepted;
+        shared.status.stale = counts.stale;
+        shared.status.advertised = counts.advertised;
     }
 
     async fn established(&mut self, session: Session) {
@@ -450,14 +630,6 @@ impl SessionTask {
             families = ?session.families,
             "session Established"
         );
-        let outbound = Outbound {
-            local_as: self.ctx.config.local_as,
-            context: session.context.clone(),
-            families: session.families.clone(),
-            local_addr: local.ip(),
-            next_hop_v4: self.ctx.config.next_hop_v4,
-            next_hop_v6: self.ctx.config.next_hop_v6,
-        };
         {
             let mut shared = lock(&self.shared);
             let s = &mut shared.status;
@@ -467,52 +639,66 @@ impl SessionTask {
             s.families = session.families.clone();
             s.hold_time = Some(session.hold_time);
         }
-        let families = session.families.clone();
-        let conn = session.conn;
-        self.established = Some(Up {
-            conn,
-            session,
-            outbound,
-        });
-        self.rib_out.clear();
-        self.sync_routes().await;
-        // RFC 4724 §2: End-of-RIB after the initial table, per family.
-        let mut buf = BytesMut::new();
-        let ctx = self.context(conn);
-        for family in families {
-            Message::Update(wire::Update::end_of_rib(family)).encode(&ctx, &mut buf);
+        let restart = peer_restart(&session);
+        let kind = if session.context.ebgp {
+            PeerKind::External
+        } else if self.config.rr_client && self.ctx.config.cluster_id.is_some() {
+            PeerKind::Client
+        } else {
+            PeerKind::Internal
+        };
+        let peer = PeerSession {
+            address: self.config.address,
+            router_id: session.peer_id,
+            remote_as: session.peer_as,
+            kind,
+            next_hop_mode: self.config.next_hop_mode,
+            local_addr: local.ip(),
+            families: session.families.clone(),
+            restart: restart.clone(),
+        };
+        // Stale routes of a restart wait at most the stale time for the End-of-RIB.
+        if self.stale_until.is_some() {
+            self.stale_until = Some(Instant::now() + self.ctx.config.stale_time);
         }
+        self.opening = false;
+        self.established = Some(Up {
+            conn: session.conn,
+            session,
+            restart,
+        });
+        self.ctx.with_rib(|rib| rib.peer_up(peer));
+        self.publish_counts();
+        self.flush_outbox().await;
+    }
+
+    /// Sends what the RIB queued for the peer.
+    async fn flush_outbox(&mut self) {
+        let Some(up) = &self.established else { return };
+        let conn = up.conn;
+        let ctx = up.session.context.clone();
+        let address = self.config.address;
+        let outbox = self.ctx.with_rib(|rib| rib.take_outbox(address));
+        if outbox.is_empty() {
+            return;
+        }
+        let mut buf = BytesMut::new();
+        let messages = outbound::encode(&ctx, &outbox, &mut buf);
+        lock(&self.shared).status.updates_sent += messages as u64;
+        self.publish_counts();
         self.send(conn, buf.freeze()).await;
     }
 
-    /// Brings the peer's Adj-RIB-Out to the originated routes.
-    async fn sync_routes(&mut self) {
-        let Some(up) = &self.established else { return };
-        let originated: Arc<Originated> = self.ctx.originated.borrow().clone();
-        let mut buf = BytesMut::new();
-        let messages = self.rib_out.sync(&up.outbound, &originated, &mut buf);
-        let conn = up.conn;
-        {
-            let mut shared = lock(&self.shared);
-            shared.status.updates_sent += messages as u64;
-            shared.status.advertised = self.rib_out.len() as u64;
+    fn publish_state(&mut self) {
+        if !self.opening && self.established.is_none() {
+            if let Some(session) = self.fsm.opening() {
+                let restart = peer_restart(session);
+                let address = self.config.address;
+                self.opening = true;
+                self.ctx
+                    .with_rib(|rib| rib.peer_opening(address, restart.as_ref()));
+            }
         }
-        if !buf.is_empty() {
-            self.send(conn, buf.freeze()).await;
-        }
-    }
-
-    fn publish(&self, changes: Vec<RouteChange>) {
-        for change in changes {
-            // No subscriber is not an error.
-            let _ = self.ctx.events.send(RouteEvent {
-                peer: self.config.address,
-                change,
-            });
-        }
-    }
-
-    fn publish_state(&self) {
         let state = self.fsm.state();
         let mut shared = lock(&self.shared);
         if shared.status.state != state {
@@ -528,12 +714,40 @@ impl SessionTask {
     }
 }
 
-/// Opens a TCP connection from `local` (port chosen by the kernel) to `remote`.
-async fn connect(remote: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+/// The graceful restart capability of the peer's OPEN, in the RIB's terms.
+fn peer_restart(session: &Session) -> Option<PeerRestart> {
+    session.peer_capabilities.iter().find_map(|c| match c {
+        Capability::GracefulRestart(gr) => Some(PeerRestart {
+            restart_time: gr.restart_time,
+            restarting: gr.restarting,
+            notification: gr.notification,
+            families: gr
+                .families
+                .iter()
+                .filter_map(|(afi, safi, fwd)| {
+                    Family::from_afi_safi(*afi, *safi).map(|f| (f, *fwd))
+                })
+                .collect(),
+        }),
+        _ => None,
+    })
+}
+
+/// Opens a TCP connection from `local` (port chosen by the kernel) to `remote`, signed with
+/// TCP-MD5 when there is a password.
+async fn connect(
+    remote: SocketAddr,
+    local: Option<IpAddr>,
+    password: Option<&str>,
+) -> std::io::Result<TcpStream> {
     let socket = match remote {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    if let Some(password) = password {
+        let key = md5::Md5Key::new(password).map_err(std::io::Error::other)?;
+        md5::set_key(&socket, remote.ip(), &key).map_err(std::io::Error::other)?;
+    }
     if let Some(local) = local.filter(|l| l.is_ipv4() == remote.is_ipv4()) {
         socket.bind(SocketAddr::new(local, 0))?;
     }

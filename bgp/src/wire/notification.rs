@@ -119,6 +119,9 @@ pub mod cease {
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
     /// Out of Resources.
     pub const OUT_OF_RESOURCES: u8 = 8;
+    /// Hard Reset (RFC 8538 §3): the data is the NOTIFICATION that caused it; no graceful
+    /// restart follows.
+    pub const HARD_RESET: u8 = 9;
 }
 
 impl Notification {
@@ -129,6 +132,21 @@ impl Notification {
             subcode,
             data: data.into(),
         }
+    }
+
+    /// A Hard Reset (RFC 8538 §3) wrapping `inner`: ends the session without graceful
+    /// restart when the Graceful Notification bit was exchanged.
+    pub fn hard_reset(inner: &Notification) -> Notification {
+        let mut data = Vec::with_capacity(2 + inner.data.len());
+        data.push(inner.code);
+        data.push(inner.subcode);
+        data.extend_from_slice(&inner.data);
+        Notification::new(code::CEASE, cease::HARD_RESET, data)
+    }
+
+    /// True for a Hard Reset (RFC 8538 §3).
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == code::CEASE && self.subcode == cease::HARD_RESET
     }
 
     /// A CEASE with `subcode` and no data.
@@ -274,6 +292,11 @@ impl Notification {
         };
         if let Some(msg) = self.shutdown_message() {
             s.push_str(&format!(" \"{msg}\""));
+        }
+        if let (true, [code, subcode, data @ ..]) = (self.is_hard_reset(), &self.data[..]) {
+            // RFC 8538 §3: the data is the NOTIFICATION the Hard Reset stands for.
+            let inner = Notification::new(*code, *subcode, data.to_vec());
+            s.push_str(&format!(" ({})", inner.describe()));
         }
         s
     }

@@ -19,6 +19,7 @@
 //! its datastore is in sync (shared/DESIGN.md §2).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +182,7 @@ pub struct RouteManager {
     state: watch::Receiver<SyncState>,
     counters: Arc<Counters>,
     generation: AtomicU64,
+    preserved: Vec<(Dst, Vec<IpAddr>)>,
     _tasks: AbortOnDrop,
 }
 
@@ -237,6 +239,7 @@ impl RouteManager {
         // Subscribed first, dumped second: a change racing the dump is seen as a
         // notification afterwards.
         task.dump().await?;
+        let preserved = task.gateway_routes();
         let counters = task.counters.clone();
         let state = task.state.subscribe();
         let (tx, rx) = mpsc::channel(16);
@@ -246,8 +249,16 @@ impl RouteManager {
             state,
             counters,
             generation: AtomicU64::new(0),
+            preserved,
             _tasks: AbortOnDrop(vec![main, conn_task, mconn_task]),
         })
+    }
+
+    /// The routes via gateways that carried our protocol when the manager started: the
+    /// forwarding state a previous run left for this one (BGP-learned routes). The agent
+    /// keeps them wanted while its BGP speaker restarts gracefully.
+    pub fn preserved(&self) -> &[(Dst, Vec<IpAddr>)] {
+        &self.preserved
     }
 
     /// Sets the full desired set of routes (main table). The manager diffs it against the
@@ -452,6 +463,24 @@ impl Task {
         for d in dsts {
             self.mark(d, false);
         }
+    }
+
+    /// Our routes via gateways in the kernel mirror, with their gateways.
+    fn gateway_routes(&self) -> Vec<(Dst, Vec<IpAddr>)> {
+        self.kernel
+            .iter()
+            .filter(|r| r.protocol == self.own.protocol)
+            .filter_map(|r| {
+                let mut gateways: Vec<IpAddr> = r
+                    .gateway
+                    .into_iter()
+                    .chain(r.multipath.iter().filter_map(|h| h.gateway))
+                    .collect();
+                gateways.sort();
+                gateways.dedup();
+                (!gateways.is_empty()).then_some((r.dst, gateways))
+            })
+            .collect()
     }
 
     async fn dump(&mut self) -> Result<(), rtnetlink::Error> {
