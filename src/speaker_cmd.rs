@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tabby_bgp::speaker::{
-    PeerConfig, PeerStatus, ReceivedRoute, Speaker, SpeakerConfig, SpeakerError,
+    NextHopMode, PeerConfig, PeerStatus, PrefixLimit, ReceivedRoute, Speaker, SpeakerConfig,
+    SpeakerError,
 };
 use tabby_bgp::wire::{Origin, SegmentKind};
 use tabby_bgp::Prefix;
@@ -35,9 +36,25 @@ pub struct Args {
     /// Source address of outgoing connections.
     #[arg(long, value_name = "ADDR")]
     local_address: Option<IpAddr>,
-    /// A peer, as ADDR:AS or ADDR:AS:passive (IPv6 as [ADDR]:AS or bare). Repeatable.
-    #[arg(long = "peer", value_name = "ADDR:AS[:passive]", value_parser = parse_peer)]
+    /// A peer, as ADDR:AS followed by options separated by `:` (IPv6 as [ADDR]:AS or bare):
+    /// `passive`, `rr-client` (a route reflection client, with --cluster-id),
+    /// `next-hop-self`, `next-hop-keep`, `password=SECRET` (TCP-MD5), `max-prefixes=N`
+    /// (warn above N), `max-prefixes=N/SECONDS` (CEASE above N, retry after SECONDS).
+    /// Repeatable.
+    #[arg(long = "peer", value_name = "ADDR:AS[:OPTION...]", value_parser = parse_peer)]
     peers: Vec<PeerSpec>,
+    /// Be a route reflector with this cluster ID (RFC 4456); peers marked `rr-client` are
+    /// its clients.
+    #[arg(long, value_name = "A.B.C.D")]
+    cluster_id: Option<Ipv4Addr>,
+    /// Restart time advertised with graceful restart (RFC 4724), seconds; 0 disables
+    /// graceful restart.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u16).range(0..=4095))]
+    graceful_restart_time: u16,
+    /// Start as a restarting speaker (RFC 4724 §4.1): Restart State bit set, first
+    /// advertisement held until the peers that are up sent End-of-RIB.
+    #[arg(long)]
+    restarting: bool,
     /// A prefix to originate to every peer. Repeatable.
     #[arg(long = "originate", value_name = "PREFIX")]
     originate: Vec<Prefix>,
@@ -61,14 +78,37 @@ pub struct PeerSpec {
     address: IpAddr,
     asn: u32,
     passive: bool,
+    rr_client: bool,
+    next_hop_mode: NextHopMode,
+    password: Option<String>,
+    prefix_limit: Option<PrefixLimit>,
 }
 
+const PEER_OPTIONS: [&str; 6] = [
+    "passive",
+    "rr-client",
+    "next-hop-self",
+    "next-hop-keep",
+    "password=",
+    "max-prefixes=",
+];
+
 fn parse_peer(s: &str) -> Result<PeerSpec, String> {
-    let usage = || format!("{s:?} is not ADDR:AS or ADDR:AS:passive");
-    let (rest, passive) = match s.strip_suffix(":passive") {
-        Some(rest) => (rest, true),
-        None => (s, false),
-    };
+    let usage = || format!("{s:?} is not ADDR:AS[:OPTION...]");
+    // Options are words after the AS; an IPv6 address has colons too, so options are
+    // split off the end while they look like one.
+    let mut rest = s;
+    let mut options = Vec::new();
+    while let Some((head, last)) = rest.rsplit_once(':') {
+        let is_option = PEER_OPTIONS
+            .iter()
+            .any(|o| last == o.trim_end_matches('=') || (o.ends_with('=') && last.starts_with(o)));
+        if !is_option {
+            break;
+        }
+        options.push(last);
+        rest = head;
+    }
     let (addr, asn) = rest.rsplit_once(':').ok_or_else(usage)?;
     let addr = addr
         .strip_prefix('[')
@@ -79,10 +119,43 @@ fn parse_peer(s: &str) -> Result<PeerSpec, String> {
     if asn == 0 {
         return Err(format!("{s:?}: AS 0 is not valid"));
     }
-    Ok(PeerSpec {
+    let mut spec = PeerSpec {
         address: address.to_canonical(),
         asn,
-        passive,
+        passive: false,
+        rr_client: false,
+        next_hop_mode: NextHopMode::Auto,
+        password: None,
+        prefix_limit: None,
+    };
+    for option in options {
+        match option {
+            "passive" => spec.passive = true,
+            "rr-client" => spec.rr_client = true,
+            "next-hop-self" => spec.next_hop_mode = NextHopMode::Self_,
+            "next-hop-keep" => spec.next_hop_mode = NextHopMode::Keep,
+            o => {
+                if let Some(p) = o.strip_prefix("password=") {
+                    spec.password = Some(p.to_string());
+                } else if let Some(limit) = o.strip_prefix("max-prefixes=") {
+                    spec.prefix_limit =
+                        Some(parse_limit(limit).map_err(|e| format!("{s:?}: {e}"))?);
+                }
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn parse_limit(s: &str) -> Result<PrefixLimit, String> {
+    let bad = || format!("max-prefixes={s} is not N or N/SECONDS");
+    let (max, restart) = match s.split_once('/') {
+        Some((max, secs)) => (max, Some(secs.parse::<u64>().map_err(|_| bad())?)),
+        None => (s, None),
+    };
+    Ok(PrefixLimit {
+        max: max.parse().map_err(|_| bad())?,
+        restart_after: restart.map(Duration::from_secs),
     })
 }
 
@@ -132,6 +205,13 @@ async fn start_speaker(args: &Args) -> Result<Speaker, Failure> {
     config.local_address = args.local_address;
     config.next_hop_v4 = args.next_hop_v4;
     config.next_hop_v6 = args.next_hop_v6;
+    config.cluster_id = args.cluster_id;
+    config.graceful_restart =
+        (args.graceful_restart_time > 0).then_some(args.graceful_restart_time);
+    config.restarting = args.restarting;
+    if args.graceful_restart_time > 0 {
+        config.selection_deferral = Duration::from_secs(u64::from(args.graceful_restart_time));
+    }
     let explicit = args.listen.map(|ip| SocketAddr::new(ip, args.port));
     config.listen =
         Some(explicit.unwrap_or(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), args.port)));
@@ -167,6 +247,10 @@ async fn serve(args: Args) -> Result<(), Failure> {
             port: args.peer_port.unwrap_or(args.port),
             passive: peer.passive,
             hold_time: args.hold_time,
+            rr_client: peer.rr_client,
+            next_hop_mode: peer.next_hop_mode,
+            password: peer.password.clone(),
+            prefix_limit: peer.prefix_limit,
             ..PeerConfig::new(peer.address, peer.asn)
         };
         speaker
@@ -195,7 +279,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
             result.map_err(Failure::Runtime)?;
         }
     }
-    tracing::info!("stopping: sending CEASE to every peer");
+    tracing::info!("stopping: peers doing graceful restart keep our routes for the restart time");
     match Arc::try_unwrap(speaker) {
         Ok(speaker) => speaker.shutdown().await,
         Err(_) => {
@@ -261,6 +345,7 @@ pub fn peer_json_of_kind(p: &PeerStatus, kind: &str) -> Value {
         "since": rfc3339(p.since),
         "received": p.received,
         "accepted": p.accepted,
+        "stale": p.stale,
         "advertised": p.advertised,
         "last_error": p.last_error,
         "peer_id": p.peer_id.map(|i| i.to_string()),
@@ -303,6 +388,8 @@ fn route_json(r: &ReceivedRoute) -> Value {
     json!({
         "prefix": r.nlri.prefix.to_string(),
         "path_id": r.nlri.path_id,
+        "best": r.best,
+        "stale": r.stale,
         "next_hop": r.next_hop.map(|n| n.addr().to_string()),
         "as_path": as_path,
         "origin": a.origin.map(|o| match o {
@@ -350,19 +437,36 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn peer_flag_parses_ipv4_with_passive() {
         let spec = parse_peer("10.0.0.2:65001:passive").unwrap();
+        assert_eq!(spec.address, "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(
-            spec,
-            PeerSpec {
-                address: "10.0.0.2".parse().unwrap(),
-                asn: 65001,
-                passive: true
-            }
+            (spec.asn, spec.passive, spec.rr_client),
+            (65001, true, false)
         );
+    }
+
+    #[test]
+    fn peer_flag_takes_options_after_an_ipv6_address() {
+        let spec =
+            parse_peer("fd00::2:65001:rr-client:password=s3cret:max-prefixes=10/30").unwrap();
+        assert_eq!(spec.address, "fd00::2".parse::<IpAddr>().unwrap());
+        assert!(spec.rr_client);
+        assert_eq!(spec.password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            spec.prefix_limit,
+            Some(PrefixLimit {
+                max: 10,
+                restart_after: Some(Duration::from_secs(30))
+            })
+        );
+    }
+
+    #[test]
+    fn peer_flag_with_a_bad_prefix_limit_is_refused() {
+        assert!(parse_peer("10.0.0.2:65001:max-prefixes=ten").is_err());
     }
 
     #[test]

@@ -30,11 +30,11 @@ mod outbound;
 mod session;
 mod task;
 
-pub use crate::rib::{Hop, NextHopMode, Origination, ReceivedRoute, Selected};
+pub use crate::rib::{Hop, NextHopMode, Origination, Path, PathFrom, PeerKind, ReceivedRoute, Selected};
 
 use crate::fsm::{ConfigError, State, Timers};
 use crate::prefix::{Family, Prefix};
-use crate::rib::{Path, Rib, RibConfig};
+use crate::rib::{Rib, RibConfig};
 use crate::wire::{cease, Notification};
 use session::{Command, PeerShared};
 use std::collections::{BTreeMap, HashMap};
