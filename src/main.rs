@@ -5,6 +5,7 @@ mod datastore_cmd;
 mod http;
 mod logging;
 mod node_cmd;
+mod route_reflector_cmd;
 mod speaker_cmd;
 mod status_cmd;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the node agent: routes, interfaces and BGP from the datastore.
     Node(node_cmd::Args),
+    /// Run a standalone route reflector: BGP sessions from the datastore, no dataplane.
+    RouteReflector(route_reflector_cmd::Args),
     /// Run a standalone BGP speaker until SIGTERM or SIGINT.
     Speaker(speaker_cmd::Args),
     /// Print the peers of a running agent or speaker, like `calicoctl node status`.
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Command::Node(args) => node_cmd::run(args),
+        Command::RouteReflector(args) => route_reflector_cmd::run(args),
         Command::Speaker(args) => speaker_cmd::run(args),
         Command::Status(args) => status_cmd::status(args),
         Command::Routes(args) => status_cmd::routes(args),

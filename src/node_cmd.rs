@@ -97,7 +97,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn route(shared: &Shared, backend: &str, path: &str) -> Response {
+/// The HTTP endpoints of an agent (and of a reflector, whose backend is `none`).
+pub(crate) fn route(shared: &Shared, backend: &str, path: &str) -> Response {
     match path {
         "/livez" => Response::text(200, "ok\n"),
         "/readyz" => {

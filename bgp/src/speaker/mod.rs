@@ -30,7 +30,9 @@ mod outbound;
 mod session;
 mod task;
 
-pub use crate::rib::{Hop, NextHopMode, Origination, Path, PathFrom, PeerKind, ReceivedRoute, Selected};
+pub use crate::rib::{
+    Hop, NextHopMode, Origination, Path, PathFrom, PeerKind, ReceivedRoute, Selected,
+};
 
 use crate::fsm::{ConfigError, State, Timers};
 use crate::prefix::{Family, Prefix};
@@ -577,6 +579,16 @@ impl Speaker {
     /// The whole table: every prefix with its paths, best first.
     pub fn table(&self) -> Vec<(Prefix, Vec<Path>)> {
         self.ctx.read_rib(Rib::table)
+    }
+
+    /// Number of prefixes in the table.
+    pub fn prefixes(&self) -> usize {
+        self.ctx.read_rib(Rib::len)
+    }
+
+    /// Number of distinct attribute sets the table holds (interned once each).
+    pub fn attribute_sets(&self) -> usize {
+        self.ctx.read_rib(Rib::attribute_sets)
     }
 
     /// True while a restarting speaker waits for its peers' End-of-RIB before advertising
