@@ -81,12 +81,14 @@ pub fn run(args: Args) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tabby lab: {e:#}");
-            let bad_input = e.downcast_ref::<LabError>().is_some_and(|l| {
-                matches!(
-                    l,
-                    LabError::Topology(_) | LabError::Resource(_) | LabError::NoSuchTarget(_)
-                )
-            });
+            // Exit code 2 for what the user gave (DESIGN §5), 1 for what happened at run time.
+            let bad_input = e.downcast_ref::<topology::TopologyError>().is_some()
+                || e.downcast_ref::<LabError>().is_some_and(|l| {
+                    matches!(
+                        l,
+                        LabError::Topology(_) | LabError::Resource(_) | LabError::NoSuchTarget(_)
+                    )
+                });
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }

@@ -129,7 +129,13 @@ pub fn create(
             if let (Some(a), Some(n)) = (i.v4, seg.v4) {
                 ip_in(
                     &ns,
-                    &["addr", "add", &format!("{a}/{}", n.len()), "dev", &i.name],
+                    &[
+                        "addr",
+                        "add",
+                        &format!("{a}/{}", n.prefix_len()),
+                        "dev",
+                        &i.name,
+                    ],
                 )?;
             }
             if let (Some(a), Some(n)) = (i.v6, seg.v6) {
@@ -140,7 +146,7 @@ pub fn create(
                         "-6",
                         "addr",
                         "add",
-                        &format!("{a}/{}", n.len()),
+                        &format!("{a}/{}", n.prefix_len()),
                         "dev",
                         &i.name,
                         "nodad",
@@ -466,15 +472,24 @@ fn stop_pids(pids: &[u32], grace: Duration) {
     }
 }
 
+/// Stops a host's process (SIGTERM, SIGKILL after 5 s); true if it was running.
+pub fn stop(layout: &Layout, host: &str) -> bool {
+    match running_pid(layout, host) {
+        Some(pid) => {
+            stop_pids(&[pid], Duration::from_secs(5));
+            true
+        }
+        None => false,
+    }
+}
+
 /// Stops a host's process and starts it again (a restart of the agent: the kernel state
 /// it left stays, as on a real node).
 pub fn restart(lab: &Lab, layout: &Layout, host: &str, run: &RunOptions) -> Result<u32, LabError> {
     let h = lab
         .host(host)
         .ok_or_else(|| LabError::NoSuchTarget(host.to_string()))?;
-    if let Some(pid) = running_pid(layout, host) {
-        stop_pids(&[pid], Duration::from_secs(5));
-    }
+    stop(layout, host);
     start(lab, layout, h, run)
 }
 

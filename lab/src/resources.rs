@@ -88,13 +88,13 @@ fn node_object(lab: &Lab, h: &Host) -> Value {
     if let (Some(a), Some(n)) = (iface.and_then(|i| i.v4), seg.and_then(|s| s.v4)) {
         annotations.insert(
             "projectcalico.org/IPv4Address".into(),
-            json!(format!("{a}/{}", n.len())),
+            json!(format!("{a}/{}", n.prefix_len())),
         );
     }
     if let (Some(a), Some(n)) = (iface.and_then(|i| i.v6), seg.and_then(|s| s.v6)) {
         annotations.insert(
             "projectcalico.org/IPv6Address".into(),
-            json!(format!("{a}/{}", n.len())),
+            json!(format!("{a}/{}", n.prefix_len())),
         );
     }
     let mut labels = serde_json::Map::new();

@@ -803,12 +803,12 @@ impl Resolver {
             let block_size = p
                 .block_size
                 .unwrap_or(if p.cidr.is_ipv6() { 64 } else { 24 });
-            if block_size < p.cidr.len() || block_size > max {
+            if block_size < p.cidr.prefix_len() || block_size > max {
                 self.problem(
                     format!("{at}.blockSize"),
                     format!(
                         "{block_size} must be between the pool's length {} and {max}",
-                        p.cidr.len()
+                        p.cidr.prefix_len()
                     ),
                 );
             }
@@ -864,7 +864,7 @@ impl Resolver {
                             if v6 { "IPv6" } else { "IPv4" }
                         ),
                     );
-                } else if net.len() > max {
+                } else if net.prefix_len() > max {
                     self.problem(
                         format!("{at}.{field}"),
                         format!("{net} is too small (at most /{max})"),
