@@ -269,8 +269,9 @@ fn up(file: Option<&Path>, name: &str, timeout: u64, log_level: &str) -> anyhow:
                 "lab {name:?} is up: every session established and every pod reaches every pod ({:.1} s)",
                 report.elapsed.as_secs_f64()
             ));
+            let node = lab.nodes().next().map_or("NODE", |n| n.name.as_str());
             say(&format!(
-                "logs in {}; `tabby lab exec --name {name} node1 -- ip route` looks inside; `tabby lab down --name {name}` removes it",
+                "logs in {}; `tabby lab exec --name {name} {node} -- ip route` looks inside; `tabby lab down --name {name}` removes it",
                 logs.display()
             ));
             Ok(ExitCode::SUCCESS)

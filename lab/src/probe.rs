@@ -319,8 +319,16 @@ impl Matrix {
 
     /// The matrix as a table of `v4/v6` outcomes (`ok`, `--` for no answer).
     pub fn render(&self) -> String {
-        let w = self.pods.iter().map(String::len).max().unwrap_or(0).max(5) + 2;
-        let mut out = format!("{:w$}", "from \\ to");
+        const CORNER: &str = "from \\ to";
+        let w = self
+            .pods
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(CORNER.len())
+            + 2;
+        let mut out = format!("{CORNER:w$}");
         for p in &self.pods {
             let _ = write!(out, "{p:w$}");
         }
