@@ -174,7 +174,7 @@ pub fn create(
     }
 
     for p in &lab.pods {
-        wire_pod(lab, layout, p)?;
+        wire_pod(layout, p)?;
         let ips: Vec<String> = p.ips().iter().map(ToString::to_string).collect();
         say(&format!(
             "pod {} on {}: {} (host side {})",
@@ -324,8 +324,7 @@ fn wire_router(lab: &Lab, layout: &Layout, h: &Host) -> Result<(), LabError> {
 /// Wires a pod as Calico's CNI plugin does: a netns with `eth0` holding its addresses as
 /// /32 and /128, default routes via 169.254.1.1 and fe80::ecee:eeff:feee:eeee, and the host
 /// side in the node's netns, named by the SHA-1 rule, with MAC ee:ee:ee:ee:ee:ee.
-fn wire_pod(lab: &Lab, layout: &Layout, p: &Pod) -> Result<(), LabError> {
-    let _ = lab;
+fn wire_pod(layout: &Layout, p: &Pod) -> Result<(), LabError> {
     let ns = layout.pod_netns(p);
     let node_ns = layout.host_netns(&p.node);
     add_netns(&ns)?;

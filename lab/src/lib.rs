@@ -114,8 +114,8 @@ impl Report {
     }
 }
 
-/// Resolves and builds a lab and starts its processes; see [`build::create`]. Returns the
-/// resolved lab. On an error the partial lab is removed again.
+/// Builds a resolved lab and starts its processes (see [`build::create`]); returns where it
+/// lives. On an error the partial lab is removed again (unless it existed before).
 pub fn up(lab: &Lab, run: &RunOptions, say: &dyn Fn(&str)) -> Result<Layout, LabError> {
     let layout = Layout::new(&lab.name);
     match build::create(lab, &layout, run, say) {
