@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod datastore_cmd;
 mod http;
+mod lab_cmd;
 mod logging;
 mod node_cmd;
 mod route_reflector_cmd;
@@ -39,6 +40,8 @@ enum Command {
     Datastore(datastore_cmd::DatastoreArgs),
     /// Benchmarks: `tabby bench routes` (route programming against `ip -batch`; root).
     Bench(bench_cmd::Args),
+    /// Multi-node topologies in network namespaces: `tabby lab up|status|exec|down` (root).
+    Lab(lab_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +55,6 @@ fn main() -> ExitCode {
         Command::Routes(args) => status_cmd::routes(args),
         Command::Datastore(args) => datastore_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Lab(args) => lab_cmd::run(args),
     }
 }
