@@ -9,6 +9,7 @@
 //! Tests need root. Set `TABBY_SKIP_NETNS=1` to skip them (see [`skip`]); without it a
 //! non-root run fails loudly, because a silently skipped interop suite proves nothing.
 
+pub mod agent;
 pub mod bird;
 pub mod capture;
 pub mod cmd;
@@ -22,6 +23,7 @@ pub mod tabby;
 pub mod topo;
 pub mod wait;
 
+pub use agent::Agent;
 pub use bird::{Bird, BirdConfig, BirdRoute};
 pub use capture::{Capture, WireMessage};
 pub use daemon::{Daemon, TestDir};

@@ -8,79 +8,21 @@
 
 use anyhow::{bail, Result};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tabby_tests::cmd::run;
 use tabby_tests::netns::command_in;
-use tabby_tests::tabby::tabby_bin;
 use tabby_tests::topo::Lan;
 use tabby_tests::wait::{wait_until, Diagnose};
-use tabby_tests::{skip, Daemon, Netns, Pod, TestDir};
+use tabby_tests::{skip, Agent, Pod, TestDir};
 
-/// One `tabby node` in a node's namespace.
-struct Agent {
-    ns: String,
-    name: String,
-    daemon: Daemon,
+trait Mesh {
+    fn mesh_established(&self, peer: IpAddr) -> Result<bool>;
 }
 
-impl Agent {
-    fn start(ns: &Netns, name: &str, datastore: &Path, log: &Path) -> Result<Agent> {
-        let mut cmd = command_in(ns.name(), &tabby_bin()?.to_string_lossy());
-        cmd.args([
-            "node",
-            "--node-name",
-            name,
-            "--http-listen",
-            "127.0.0.1:9099",
-            "--hold-time",
-            "9",
-        ]);
-        cmd.arg("--datastore")
-            .arg(format!("file:{}", datastore.display()));
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info,tabby_felix=debug,tabby_bgp=debug");
-        }
-        let daemon = Daemon::spawn(name, cmd, log)?;
-        Ok(Agent {
-            ns: ns.name().to_string(),
-            name: name.to_string(),
-            daemon,
-        })
-    }
-
-    fn status(&self) -> Result<serde_json::Value> {
-        let out =
-            run(command_in(&self.ns, &tabby_bin()?.to_string_lossy()).args(["status", "--json"]))?;
-        Ok(serde_json::from_str(&out)?)
-    }
-
+impl Mesh for Agent {
     fn mesh_established(&self, peer: IpAddr) -> Result<bool> {
-        let s = self.status()?;
-        let peers = s["bgp"]["peers"].as_array().cloned().unwrap_or_default();
-        Ok(peers.iter().any(|p| {
-            p["peer"] == peer.to_string() && p["state"] == "Established" && p["kind"] == "mesh"
-        }))
-    }
-
-    fn routes(&self, v6: bool) -> Result<String> {
-        let family = if v6 { "-6" } else { "-4" };
-        run(command_in(&self.ns, "ip").args([family, "route", "show", "proto", "44"]))
-    }
-}
-
-impl Diagnose for Agent {
-    fn diagnose(&self) -> String {
-        format!(
-            "--- tabby node {} ---\nstatus: {}\nroutes v4:\n{}\nroutes v6:\n{}\nlog:\n{}",
-            self.name,
-            self.status()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string()),
-            self.routes(false).unwrap_or_default(),
-            self.routes(true).unwrap_or_default(),
-            self.daemon.log_tail(40),
-        )
+        self.established(peer, "mesh")
     }
 }
 
@@ -176,7 +118,7 @@ fn cluster(tag: &str) -> Result<Cluster> {
         let name = format!("node{}", i + 1);
         let log = c.dir.join(&format!("{name}.log"));
         c.agents
-            .push(Agent::start(&node.ns, &name, &c.datastore(), &log)?);
+            .push(Agent::node(&node.ns, &name, &c.datastore(), &log)?);
     }
     Ok(c)
 }
@@ -365,7 +307,7 @@ fn restarting_an_agent_during_a_ping_loses_nothing() -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     c.agents[0].daemon.stop("TERM", Duration::from_secs(10))?;
     let log = c.dir.join("node1-restarted.log");
-    let restarted = Agent::start(&c.lan.nodes[0].ns, "node1", &c.datastore(), &log)?;
+    let restarted = Agent::node(&c.lan.nodes[0].ns, "node1", &c.datastore(), &log)?;
     c.agents[0] = restarted;
     let out = ping.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
