@@ -373,7 +373,7 @@ fn publish(
         learned: learned.len(),
         originated: bgp
             .as_ref()
-            .map(|b| b.originated.iter().map(ToString::to_string).collect())
+            .map(|b| b.originated.keys().map(ToString::to_string).collect())
             .unwrap_or_default(),
         routes: stats,
         at: Some(SystemTime::now()),

@@ -8,8 +8,10 @@ use crate::routes::Dst;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tabby_bgp::speaker::{
-    NextHopMode, PeerConfig, PeerStatus, Selected, Speaker, SpeakerConfig, SpeakerError,
+    NextHopMode, Origination, PeerConfig, PeerStatus, Selected, Speaker, SpeakerConfig,
+    SpeakerError,
 };
+use tabby_bgp::wire::LargeCommunity;
 use tabby_bgp::{Family, Prefix};
 use tokio::sync::broadcast;
 
@@ -35,8 +37,8 @@ pub struct Bgp {
     pub peers: BTreeMap<IpAddr, PeerConfig>,
     /// What each peer is for.
     pub kinds: BTreeMap<IpAddr, PeerKind>,
-    /// Originated prefixes.
-    pub originated: BTreeSet<Prefix>,
+    /// Originated prefixes, with the communities they carry.
+    pub originated: BTreeMap<Prefix, Origination>,
 }
 
 impl Bgp {
@@ -66,6 +68,28 @@ impl Said {
     pub fn first(&mut self, what: String) -> bool {
         self.0.insert(what)
     }
+}
+
+/// Our route's attributes from Calico community values (`aa:nn` standard, RFC 1997;
+/// `aa:nn:mm` large, RFC 8092). Values validation let through but that do not fit are
+/// dropped.
+fn origination(values: &[String]) -> Origination {
+    let mut o = Origination::default();
+    for v in values {
+        let parts: Vec<Option<u32>> = v.split(':').map(|p| p.trim().parse().ok()).collect();
+        match parts[..] {
+            [Some(a), Some(n)] if a <= 0xffff && n <= 0xffff => o.communities.push(a << 16 | n),
+            [Some(global), Some(local1), Some(local2)] => {
+                o.large_communities.push(LargeCommunity {
+                    global,
+                    local1,
+                    local2,
+                })
+            }
+            _ => tracing::debug!(value = %v, "not a community; ignored"),
+        }
+    }
+    o
 }
 
 fn prefix_of(dst: &Dst) -> Option<Prefix> {
@@ -123,7 +147,7 @@ pub async fn sync(
                         cluster_id,
                         peers: BTreeMap::new(),
                         kinds: BTreeMap::new(),
-                        originated: BTreeSet::new(),
+                        originated: BTreeMap::new(),
                     });
                 }
                 Err(e) => {
@@ -136,16 +160,21 @@ pub async fn sync(
         return started;
     };
     // Originated blocks first, so that a peer's first table (and End-of-RIB) has them.
-    let want: BTreeSet<Prefix> = if options.originate {
-        calc.originated().iter().filter_map(prefix_of).collect()
+    let want: BTreeMap<Prefix, Origination> = if options.originate {
+        calc.originated()
+            .iter()
+            .filter_map(|dst| Some((prefix_of(dst)?, origination(&calc.communities(dst)))))
+            .collect()
     } else {
-        BTreeSet::new()
+        BTreeMap::new()
     };
-    for p in b.originated.difference(&want) {
+    for p in b.originated.keys().filter(|p| !want.contains_key(p)) {
         b.speaker.withdraw(*p);
     }
-    for p in want.difference(&b.originated) {
-        b.speaker.originate(*p, None);
+    for (p, o) in &want {
+        if b.originated.get(p) != Some(o) {
+            b.speaker.originate_with(*p, o.clone());
+        }
     }
     b.originated = want;
     // Peers: add, change or remove only what differs; other sessions are untouched.
@@ -216,6 +245,20 @@ pub async fn sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calico_community_values_become_standard_and_large_communities() {
+        let o = origination(&["65000:100".into(), "65000:1:2".into(), "70000:1".into()]);
+        assert_eq!(o.communities, vec![65000 << 16 | 100]);
+        assert_eq!(
+            o.large_communities,
+            vec![LargeCommunity {
+                global: 65000,
+                local1: 1,
+                local2: 2
+            }]
+        );
+    }
 
     #[test]
     fn a_warning_is_given_once_per_subject() {

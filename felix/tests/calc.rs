@@ -937,3 +937,26 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn prefix_advertisements_give_contained_blocks_their_communities_by_name_or_value() {
+    let calc = calc_with([
+        node(ME, "10.0.0.1/24"),
+        bgp_config(json!({
+            "communities": [{"name": "rack-1", "value": "65000:1"}],
+            "prefixAdvertisements": [
+                {"cidr": "10.244.0.0/16", "communities": ["rack-1", "65000:7:9"]},
+                {"cidr": "10.244.1.0/24", "communities": ["65000:1", "65000:2"]},
+                {"cidr": "10.99.0.0/16", "communities": ["65000:3"]},
+            ],
+        })),
+    ]);
+    assert_eq!(
+        calc.communities(&dst("10.244.1.0/26")),
+        vec!["65000:1", "65000:7:9", "65000:2"]
+    );
+    assert!(
+        calc.communities(&dst("10.0.0.0/8")).is_empty(),
+        "a wider prefix is not contained"
+    );
+}

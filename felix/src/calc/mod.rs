@@ -170,6 +170,8 @@ struct BgpSettings {
     listen_port: Option<u16>,
     mesh_password: Option<SecretKeyRef>,
     mesh_restart_time: Option<Duration>,
+    /// `prefixAdvertisements` with community names resolved to values.
+    advertisements: Vec<(Dst, Vec<String>)>,
 }
 
 impl BgpSettings {
@@ -188,8 +190,39 @@ impl BgpSettings {
                 .node_mesh_max_restart_time
                 .as_deref()
                 .and_then(|d| tabby_datastore::validate::duration(d).ok()),
+            advertisements: advertisements(s),
         }
     }
+}
+
+/// The prefix advertisements of a BGPConfiguration, community names resolved (a name that
+/// names nothing is dropped; validation reports it).
+fn advertisements(s: &tabby_datastore::calico::BGPConfigurationSpec) -> Vec<(Dst, Vec<String>)> {
+    let named: BTreeMap<&str, &str> = s
+        .communities
+        .iter()
+        .flatten()
+        .filter_map(|c| Some((c.name.as_deref()?, c.value.as_deref()?)))
+        .collect();
+    s.prefix_advertisements
+        .iter()
+        .flatten()
+        .filter_map(|a| {
+            let cidr = net::parse_cidr(a.cidr.as_deref()?)?;
+            let values = a
+                .communities
+                .iter()
+                .filter_map(|c| {
+                    if c.contains(':') {
+                        Some(c.clone())
+                    } else {
+                        named.get(c.as_str()).map(|v| (*v).to_string())
+                    }
+                })
+                .collect();
+            Some((cidr, values))
+        })
+        .collect()
 }
 
 /// To which nodes a BGPPeer applies.
@@ -494,6 +527,24 @@ impl Calc {
     /// The value of a Secret key in the secret namespace.
     fn secret(&self, r: &SecretKeyRef) -> Option<String> {
         self.secrets.get(&r.name)?.get(&r.key).cloned()
+    }
+
+    /// The communities Calico attaches to an advertised prefix: those of every
+    /// `prefixAdvertisements` entry of `BGPConfiguration default` whose CIDR contains it
+    /// (BIRD's `net ~ cidr`), names resolved through `communities`, as written (`aa:nn` or
+    /// `aa:nn:mm`), without duplicates.
+    pub fn communities(&self, dst: &Dst) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (cidr, values) in self.default_bgp().map_or(&[][..], |c| &c.advertisements) {
+            if net::covers(*cidr, *dst) {
+                for v in values {
+                    if !out.contains(v) {
+                        out.push(v.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn default_bgp(&self) -> Option<&BgpSettings> {
