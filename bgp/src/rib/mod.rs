@@ -747,21 +747,40 @@ impl Rib {
 
     /// Sends each peer the difference the best-path change makes to what it is sent.
     fn propagate(&mut self, prefix: &Prefix, old: Option<&Path>, new: Option<&Path>) {
+        // Decide per peer first (borrowing the peers), then intern the few attribute sets
+        // the decisions need (one per class and best path), then queue.
+        let decide = |s: &PeerSession, best: Option<&Path>| {
+            best.and_then(|p| export::decide(&self.config, s, prefix, p))
+        };
+        let decisions: Vec<(IpAddr, Option<export::Decision>, Option<export::Decision>)> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| !e.held)
+            .filter_map(|(a, e)| {
+                e.session
+                    .as_ref()
+                    .map(|s| (*a, decide(s, old), decide(s, new)))
+            })
+            .filter(|(_, before, after)| before.is_some() || after.is_some())
+            .collect();
+        if decisions.is_empty() {
+            return;
+        }
         let mut old_cache = export::Cache::default();
         let mut new_cache = export::Cache::default();
-        let sessions: Vec<PeerSession> = self
-            .peers
-            .values()
-            .filter(|e| !e.held)
-            .filter_map(|e| e.session.clone())
-            .collect();
-        for session in sessions {
-            let before = old.and_then(|p| self.export(&mut old_cache, &session, prefix, p));
-            let after = new.and_then(|p| self.export(&mut new_cache, &session, prefix, p));
+        for (address, before, after) in decisions {
+            let before = match (before, old) {
+                (Some(d), Some(p)) => Some(self.exported(&mut old_cache, d, p)),
+                _ => None,
+            };
+            let after = match (after, new) {
+                (Some(d), Some(p)) => Some(self.exported(&mut new_cache, d, p)),
+                _ => None,
+            };
             if before == after {
                 continue;
             }
-            let Some(entry) = self.peers.get_mut(&session.address) else {
+            let Some(entry) = self.peers.get_mut(&address) else {
                 continue;
             };
             match (&before, &after) {
@@ -770,7 +789,28 @@ impl Rib {
                 _ => {}
             }
             entry.outbox.routes.insert(*prefix, after);
-            self.woken.insert(session.address);
+            self.woken.insert(address);
+        }
+    }
+
+    /// The export of `best` under `decision`, its attributes computed once per class.
+    fn exported(
+        &mut self,
+        cache: &mut export::Cache,
+        decision: export::Decision,
+        best: &Path,
+    ) -> Export {
+        let attrs = match cache.get(decision.class) {
+            Some(a) => a,
+            None => {
+                let a = self.intern(export::attributes(&self.config, decision.class, best));
+                cache.put(decision.class, Arc::clone(&a));
+                a
+            }
+        };
+        Export {
+            next_hop: decision.next_hop,
+            attrs,
         }
     }
 
@@ -782,18 +822,7 @@ impl Rib {
         best: &Path,
     ) -> Option<Export> {
         let decision = export::decide(&self.config, to, prefix, best)?;
-        let attrs = match cache.get(decision.class) {
-            Some(a) => a,
-            None => {
-                let a = self.intern(export::attributes(&self.config, decision.class, best));
-                cache.put(decision.class, Arc::clone(&a));
-                a
-            }
-        };
-        Some(Export {
-            next_hop: decision.next_hop,
-            attrs,
-        })
+        Some(self.exported(cache, decision, best))
     }
 
     // ---- drains --------------------------------------------------------------------------
