@@ -51,6 +51,17 @@ pub struct BirdConfig {
     pub routes: Vec<BirdRoute>,
     /// Hold time offered (keepalive is a third of it).
     pub hold_time: u16,
+    /// Neighbors that are route reflection clients of this BIRD (`rr client`).
+    pub rr_clients: Vec<IpAddr>,
+    /// `rr cluster id` of every session with a client (BIRD's default is its router ID).
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    /// TCP-MD5 passwords by neighbor (`password "..."`).
+    pub passwords: Vec<(IpAddr, String)>,
+    /// `graceful restart on` with this restart time on every session; `None`: BIRD's
+    /// default, `graceful restart aware`.
+    pub graceful_restart: Option<u16>,
+    /// Export the routes learned over BGP too (a reflector must), not only the static ones.
+    pub export_bgp: bool,
 }
 
 impl BirdConfig {
@@ -62,6 +73,11 @@ impl BirdConfig {
             neighbors: Vec::new(),
             routes: Vec::new(),
             hold_time: 9,
+            rr_clients: Vec::new(),
+            rr_cluster_id: None,
+            passwords: Vec::new(),
+            graceful_restart: None,
+            export_bgp: false,
         }
     }
 
@@ -111,15 +127,29 @@ impl BirdConfig {
                 self.hold_time, self.hold_time
             );
             c.push_str("  connect delay time 1; connect retry time 1; error wait time 1,3;\n");
+            if self.rr_clients.contains(&n.address) {
+                c.push_str("  rr client;\n");
+                if let Some(id) = self.rr_cluster_id {
+                    let _ = writeln!(c, "  rr cluster id {id};");
+                }
+            }
+            if let Some((_, password)) = self.passwords.iter().find(|(a, _)| *a == n.address) {
+                let _ = writeln!(c, "  password \"{password}\";");
+            }
+            if let Some(time) = self.graceful_restart {
+                let _ = writeln!(c, "  graceful restart on; graceful restart time {time};");
+            }
+            let export = if self.export_bgp {
+                "source = RTS_STATIC || source = RTS_BGP"
+            } else {
+                "source = RTS_STATIC"
+            };
             for f in &n.families {
                 let ch = match f {
                     Family::V4 => "ipv4",
                     Family::V6 => "ipv6",
                 };
-                let _ = writeln!(
-                    c,
-                    "  {ch} {{ import all; export where source = RTS_STATIC; }};"
-                );
+                let _ = writeln!(c, "  {ch} {{ import all; export where {export}; }};");
             }
             c.push_str("}\n");
         }
@@ -228,6 +258,59 @@ impl Bird {
     /// The whole log so far.
     pub fn log(&self) -> String {
         self.daemon.log()
+    }
+
+    /// `show route all for <prefix>` restricted to the routes from `neighbor`'s protocol:
+    /// the route with its attributes (`BGP.originator_id: ...`, `BGP.cluster_list: ...`,
+    /// `BGP.next_hop: ...`), or empty when BIRD has no such route.
+    pub fn route_all(&self, neighbor: IpAddr, prefix: &str) -> Result<String> {
+        let out = self.birdc(&[
+            "show",
+            "route",
+            "all",
+            prefix,
+            "protocol",
+            &Self::protocol_name(neighbor),
+        ])?;
+        let want = canonical_prefix(prefix)?;
+        let found = out
+            .lines()
+            .filter(|l| !l.starts_with(char::is_whitespace))
+            .filter_map(|l| l.split_whitespace().next())
+            .any(|w| canonical_prefix(w).ok().as_ref() == Some(&want));
+        Ok(if found { out } else { String::new() })
+    }
+
+    /// Writes `config` for the next [`Bird::start_again`] without applying it now (BIRD may
+    /// not be running).
+    pub fn rewrite_config(&mut self, config: BirdConfig) -> Result<()> {
+        std::fs::write(&self.conf_path, config.render())?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Kills BIRD (SIGKILL: its sessions end without NOTIFICATION, as in a crash).
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
+    /// Starts BIRD again after [`Bird::kill`], with the same configuration; with
+    /// `graceful_recovery`, as a restarting speaker (`bird -R`: Restart State and Forwarding
+    /// State bits set, End-of-RIB awaited before its first advertisement).
+    pub fn start_again(&mut self, graceful_recovery: bool) -> Result<()> {
+        self.daemon.kill();
+        let _ = std::fs::remove_file(&self.ctl);
+        let mut cmd = command_in(&self.ns, "bird");
+        cmd.arg("-f")
+            .arg("-c")
+            .arg(&self.conf_path)
+            .arg("-s")
+            .arg(&self.ctl);
+        if graceful_recovery {
+            cmd.arg("-R");
+        }
+        self.daemon = Daemon::spawn("bird", cmd, &self.log)?;
+        self.wait_ready()
     }
 }
 

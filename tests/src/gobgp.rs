@@ -56,6 +56,11 @@ pub struct GobgpConfig {
     pub routes: Vec<GobgpRoute>,
     /// Hold time offered (keepalive is a third of it).
     pub hold_time: u16,
+    /// Graceful restart (RFC 4724) on every session with this restart time, for every
+    /// family; `None`: off.
+    pub graceful_restart: Option<u16>,
+    /// With graceful restart, also the Graceful Notification bit (RFC 8538).
+    pub graceful_notification: bool,
 }
 
 impl GobgpConfig {
@@ -67,6 +72,8 @@ impl GobgpConfig {
             neighbors: Vec::new(),
             routes: Vec::new(),
             hold_time: 9,
+            graceful_restart: None,
+            graceful_notification: false,
         }
     }
 
@@ -96,6 +103,14 @@ impl GobgpConfig {
                  keepalive-interval = {keepalive}\n    idle-hold-time-after-reset = 1",
                 self.hold_time
             );
+            if let Some(time) = self.graceful_restart {
+                let _ = writeln!(
+                    c,
+                    "  [neighbors.graceful-restart.config]\n    enabled = true\n    \
+                     restart-time = {time}\n    notification-enabled = {}",
+                    self.graceful_notification
+                );
+            }
             for f in &n.families {
                 let name = match f {
                     Family::V4 => "ipv4-unicast",
@@ -106,6 +121,12 @@ impl GobgpConfig {
                     "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      \
                      afi-safi-name = \"{name}\""
                 );
+                if self.graceful_restart.is_some() {
+                    c.push_str(
+                        "    [neighbors.afi-safis.mp-graceful-restart.config]\n      \
+                         enabled = true\n",
+                    );
+                }
             }
         }
         c

@@ -51,7 +51,7 @@ pub fn tabby_bin() -> Result<PathBuf> {
         })
 }
 
-/// A peer of the speaker: `--peer ADDR:AS[:passive]`.
+/// A peer of the speaker: `--peer ADDR:AS[:OPTION...]`.
 #[derive(Debug, Clone)]
 pub struct TabbyPeer {
     /// The peer's address.
@@ -60,6 +60,9 @@ pub struct TabbyPeer {
     pub asn: u32,
     /// Only accept the peer's connections.
     pub passive: bool,
+    /// Further options, as `tabby speaker --help` spells them (`rr-client`,
+    /// `password=SECRET`, `max-prefixes=N/SECONDS`, ...); see the builder methods.
+    pub options: Vec<String>,
 }
 
 impl TabbyPeer {
@@ -69,15 +72,42 @@ impl TabbyPeer {
             address,
             asn,
             passive: false,
+            options: Vec::new(),
         }
     }
 
+    /// The peer is a route reflection client (`rr-client`; needs a cluster ID).
+    pub fn rr_client(mut self) -> TabbyPeer {
+        self.options.push("rr-client".to_owned());
+        self
+    }
+
+    /// TCP-MD5 with this password (`password=SECRET`).
+    pub fn password(mut self, password: &str) -> TabbyPeer {
+        self.options.push(format!("password={password}"));
+        self
+    }
+
+    /// A prefix limit: a warning above `max` (`max-prefixes=N`), or with `restart_after`
+    /// a CEASE and a new session after that many seconds (`max-prefixes=N/SECONDS`).
+    pub fn max_prefixes(mut self, max: u32, restart_after: Option<u32>) -> TabbyPeer {
+        self.options.push(match restart_after {
+            Some(secs) => format!("max-prefixes={max}/{secs}"),
+            None => format!("max-prefixes={max}"),
+        });
+        self
+    }
+
     /// The `--peer` argument. An IPv6 address is written bare too (`fd00::2:65002`): the
-    /// AS is the last `:`-separated field, after `:passive` is taken off.
+    /// AS is the last `:`-separated field, after the options are taken off.
     pub fn arg(&self) -> String {
         let mut s = format!("{}:{}", self.address, self.asn);
         if self.passive {
             s.push_str(":passive");
+        }
+        for o in &self.options {
+            s.push(':');
+            s.push_str(o);
         }
         s
     }
@@ -100,6 +130,12 @@ pub struct TabbyConfig {
     pub local_address: Option<IpAddr>,
     /// `--hold-time`.
     pub hold_time: u16,
+    /// `--cluster-id`: be a route reflector.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// `--graceful-restart-time` (tabby's default, 120 s, when `None`; 0 disables).
+    pub graceful_restart_time: Option<u16>,
+    /// `--restarting`: start as a restarting speaker (RFC 4724 §4.1).
+    pub restarting: bool,
 }
 
 impl TabbyConfig {
@@ -113,6 +149,9 @@ impl TabbyConfig {
             next_hop_v6: None,
             local_address: None,
             hold_time: 9,
+            cluster_id: None,
+            graceful_restart_time: None,
+            restarting: false,
         }
     }
 
@@ -140,6 +179,15 @@ impl TabbyConfig {
         }
         if let Some(l) = self.local_address {
             a.extend(["--local-address".to_owned(), l.to_string()]);
+        }
+        if let Some(id) = self.cluster_id {
+            a.extend(["--cluster-id".to_owned(), id.to_string()]);
+        }
+        if let Some(t) = self.graceful_restart_time {
+            a.extend(["--graceful-restart-time".to_owned(), t.to_string()]);
+        }
+        if self.restarting {
+            a.push("--restarting".to_owned());
         }
         a
     }
@@ -287,6 +335,51 @@ impl Tabby {
     /// Whether tabby has `prefix` from `peer`.
     pub fn has_route_from(&self, peer: IpAddr, prefix: &str) -> Result<bool> {
         Ok(self.routes_from(peer)?.contains(&canonical_prefix(prefix)?))
+    }
+
+    /// The `/routes` entry of `prefix` received from `peer` (with `next_hop`,
+    /// `originator_id`, `cluster_list`, `stale`, `best`, ...), if tabby has it.
+    pub fn route_from(&self, peer: IpAddr, prefix: &str) -> Result<Option<Value>> {
+        let want = canonical_prefix(prefix)?;
+        let routes = self.routes()?;
+        Ok(routes["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["peer"].as_str().and_then(|a| a.parse::<IpAddr>().ok()) == Some(peer))
+            .flat_map(|p| p["routes"].as_array().into_iter().flatten())
+            .find(|r| {
+                r["prefix"]
+                    .as_str()
+                    .and_then(|p| canonical_prefix(p).ok())
+                    .as_ref()
+                    == Some(&want)
+            })
+            .cloned())
+    }
+
+    /// A counter of `peer` in `/status` (`received`, `accepted`, `stale`, `updates_sent`,
+    /// `established_count`, ...); an error if tabby does not show the peer or the counter.
+    pub fn peer_counter(&self, peer: IpAddr, name: &str) -> Result<u64> {
+        let p = self
+            .peer(peer)?
+            .with_context(|| format!("tabby's status shows no peer {peer}"))?;
+        p[name]
+            .as_u64()
+            .with_context(|| format!("no counter {name:?} in {p}"))
+    }
+
+    /// Kills tabby (SIGKILL: no NOTIFICATION, as in a crash).
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
+    /// Starts tabby again with `config` after [`Tabby::kill`] or [`Tabby::stop`].
+    pub fn start_again(&mut self, config: TabbyConfig) -> Result<()> {
+        self.daemon.kill();
+        self.config = config;
+        self.daemon = Self::spawn(&self.ns, &self.bin, &self.config, &self.log)?;
+        self.wait_ready()
     }
 
     /// Sends SIGTERM and waits for tabby to exit; returns its exit status.

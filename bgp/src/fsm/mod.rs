@@ -981,12 +981,22 @@ impl Peer {
             return;
         }
         self.close_all();
+        let collision = is_collision_loss(&reason);
         self.actions.push_back(Action::Down {
             reason,
             was_established,
         });
         self.stable_at = None;
         self.connect_retry = None;
+        if collision {
+            // Both sides resolved one collision against different connections (one had
+            // already reached Established on the connection the other dropped, RFC 4271
+            // §6.8): neither is left, and nothing is wrong with the peer. Try again at once.
+            if self.enabled {
+                self.idle_hold = Some(now);
+            }
+            return;
+        }
         self.failures = self.failures.saturating_add(1);
         if self.enabled {
             let t = &self.config.timers;
@@ -995,4 +1005,12 @@ impl Peer {
             self.idle_hold = Some(now + hold);
         }
     }
+}
+
+/// A session lost to the peer's connection collision resolution.
+fn is_collision_loss(reason: &DownReason) -> bool {
+    matches!(reason,
+        DownReason::NotificationReceived(n) | DownReason::NotificationSent(n)
+            if n.code == crate::wire::code::CEASE
+                && n.subcode == crate::wire::cease::CONNECTION_COLLISION_RESOLUTION)
 }

@@ -628,6 +628,27 @@ fn repeated_failures_double_the_idle_hold_time_up_to_the_cap() {
 }
 
 #[test]
+fn a_session_lost_to_the_peers_collision_resolution_is_retried_at_once() {
+    // The race of RFC 4271 §6.8: we reached Established on the connection the peer then
+    // dropped as the collision's loser (and we dropped its other one as colliding with our
+    // Established session). No connection is left; waiting the idle hold would only delay.
+    let mut pair = Pair::ibgp();
+    pair.start();
+    let conn = pair.a.session().unwrap().conn;
+    let now = pair.now;
+    let collision = Notification::cease(cease::CONNECTION_COLLISION_RESOLUTION);
+    pair.a
+        .handle_message(conn, Message::Notification(collision), now);
+    let _ = drain(&mut pair.a);
+    assert_eq!(pair.a.failures(), 0);
+    assert_eq!(pair.a.poll_timeout(), Some(now));
+    pair.a.handle_timeout(now);
+    assert!(drain(&mut pair.a)
+        .iter()
+        .any(|a| matches!(a, Action::Connect(_))));
+}
+
+#[test]
 fn a_session_that_stays_up_resets_the_back_off() {
     let mut pair = Pair::ibgp();
     pair.start();

@@ -23,7 +23,7 @@ pub enum NextHopMode {
 
 /// The attribute variants one best path leaves with: they depend on the kind of peer, not
 /// on the peer, so one change computes each once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Class {
     External,
     Internal,

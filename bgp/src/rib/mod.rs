@@ -19,6 +19,7 @@
 
 mod decision;
 mod export;
+pub mod outbox;
 #[cfg(test)]
 mod tests;
 
@@ -175,6 +176,12 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.end_of_rib.is_empty()
     }
+
+    /// Appends the UPDATEs of the outbox to `buf` for a session of context `ctx`: see
+    /// [`outbox::encode`]. Returns the number of messages.
+    pub fn encode(&self, ctx: &crate::wire::Context, buf: &mut bytes::BytesMut) -> usize {
+        outbox::encode(ctx, self, buf)
+    }
 }
 
 /// A route a peer announced, as the speaker's API shows it.
@@ -247,6 +254,9 @@ struct Dest {
     multipath: usize,
 }
 
+/// (source attribute set's address, class, originator) of a memoised export.
+type ExportKey = (usize, export::Class, Option<Ipv4Addr>);
+
 /// The table. See the module documentation.
 #[derive(Debug)]
 pub struct Rib {
@@ -255,6 +265,10 @@ pub struct Rib {
     table: HashMap<Prefix, Dest>,
     interner: HashSet<Arc<PathAttributes>>,
     interned_after_gc: usize,
+    /// Export attributes already computed: (source attribute set, class, originator) ->
+    /// the set it leaves with. The source `Arc` is kept in the value so the pointer key
+    /// cannot be reused while the entry lives.
+    exports: HashMap<ExportKey, (Arc<PathAttributes>, Arc<PathAttributes>)>,
     changes: Vec<Selected>,
     woken: BTreeSet<IpAddr>,
     deferring: bool,
@@ -270,6 +284,7 @@ impl Rib {
             table: HashMap::new(),
             interner: HashSet::new(),
             interned_after_gc: 0,
+            exports: HashMap::new(),
             changes: Vec::new(),
             woken: BTreeSet::new(),
             deferring,
@@ -294,6 +309,10 @@ impl Rib {
         // Forget sets nothing uses any more once the interner has doubled since the last
         // sweep: amortised constant time per insertion.
         if self.interner.len() > 1024 && self.interner.len() > 2 * self.interned_after_gc {
+            // Export entries whose source set only they still hold go first, so that their
+            // sets are free to go too.
+            self.exports
+                .retain(|_, (source, _)| Arc::strong_count(source) > 2);
             self.interner.retain(|a| Arc::strong_count(a) > 1);
             self.interned_after_gc = self.interner.len();
         }
@@ -725,6 +744,10 @@ impl Rib {
     /// Changes a prefix's paths, reruns the decision process and propagates the result.
     fn modify(&mut self, prefix: Prefix, change: impl FnOnce(&mut Vec<Path>)) {
         let dest = self.table.entry(prefix).or_default();
+        // Most prefixes have one path: no room for four (Vec's first growth) per prefix.
+        if dest.paths.capacity() == 0 {
+            dest.paths.reserve_exact(1);
+        }
         let old_best = dest.paths.first().cloned();
         let old_hops = hops(dest);
         change(&mut dest.paths);
@@ -803,7 +826,21 @@ impl Rib {
         let attrs = match cache.get(decision.class) {
             Some(a) => a,
             None => {
-                let a = self.intern(export::attributes(&self.config, decision.class, best));
+                let originator = best.from.as_ref().map(|f| f.router_id);
+                let key = (
+                    Arc::as_ptr(&best.attrs) as usize,
+                    decision.class,
+                    originator,
+                );
+                let a = match self.exports.get(&key) {
+                    Some((_, a)) => Arc::clone(a),
+                    None => {
+                        let a = self.intern(export::attributes(&self.config, decision.class, best));
+                        self.exports
+                            .insert(key, (Arc::clone(&best.attrs), Arc::clone(&a)));
+                        a
+                    }
+                };
                 cache.put(decision.class, Arc::clone(&a));
                 a
             }

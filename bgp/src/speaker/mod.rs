@@ -26,7 +26,6 @@
 
 mod listener;
 mod md5;
-mod outbound;
 mod session;
 mod task;
 

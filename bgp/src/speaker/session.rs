@@ -4,9 +4,7 @@
 //! publishes its status.
 
 use super::task::TaskHandle;
-use super::{
-    canonical, md5, outbound, PeerConfig, PeerStatus, SpeakerConfig, SpeakerContext, Stop,
-};
+use super::{canonical, md5, PeerConfig, PeerStatus, SpeakerConfig, SpeakerContext, Stop};
 use crate::fsm::{self, Action, ConfigError, ConnId, DownReason, Peer, Session, State};
 use crate::prefix::Family;
 use crate::rib::{PeerKind, PeerRestart, PeerSession};
@@ -683,7 +681,7 @@ impl SessionTask {
             return;
         }
         let mut buf = BytesMut::new();
-        let messages = outbound::encode(&ctx, &outbox, &mut buf);
+        let messages = outbox.encode(&ctx, &mut buf);
         lock(&self.shared).status.updates_sent += messages as u64;
         self.publish_counts();
         self.send(conn, buf.freeze()).await;

@@ -1,7 +1,7 @@
 //! Packing what a peer must be sent into UPDATE messages (RFC 4271 §9.2: as few as fit).
 
+use super::{Export, Outbox};
 use crate::prefix::{Family, Prefix};
-use crate::rib::{Export, Outbox};
 use crate::wire::{Context, Message, NextHop, Nlri, PathAttributes, Update};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 /// Appends the UPDATEs of `outbox` to `buf`: withdrawals first, then announcements packed
 /// by (family, next hop, attribute set), then the End-of-RIB markers. Returns the number of
 /// messages.
-pub(crate) fn encode(ctx: &Context, outbox: &Outbox, buf: &mut BytesMut) -> usize {
+pub fn encode(ctx: &Context, outbox: &Outbox, buf: &mut BytesMut) -> usize {
     let mut withdrawn: BTreeMap<Family, Vec<Nlri>> = BTreeMap::new();
     // The attribute sets are interned: equal sets are one allocation, so the pointer is
     // the grouping key (and keeps the order of the output independent of the contents).
