@@ -221,12 +221,6 @@ fn dispatch(command: LabCommand) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Default => {
             print!("{}", topology::DEFAULT_TOPOLOGY);
-            if !topology::ROUTE_REFLECTOR_BUILT {
-                println!(
-                    "# Note: `tabby route-reflector` is not built yet, so `tabby lab up` leaves \
-                     the reflector out and the nodes use the full mesh."
-                );
-            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -252,9 +246,6 @@ fn up(file: Option<&Path>, name: &str, timeout: u64, log_level: &str) -> anyhow:
     preflight(lab.hosts.iter().any(|h| h.is_peer()))?;
     let run = run_options(log_level)?;
     say(&format!("building lab {name:?} from {source}"));
-    if file.is_none() && !topology::ROUTE_REFLECTOR_BUILT {
-        say("note: `tabby route-reflector` is not built yet: the default topology's reflector is left out and the nodes use the full mesh");
-    }
     let layout = tabby_lab::up(&lab, &run, &say)?;
     say("waiting for BGP to converge");
     let timeout = Duration::from_secs(timeout);

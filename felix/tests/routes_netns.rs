@@ -575,3 +575,70 @@ fn workload_interface_gets_its_sysctls() {
         assert_eq!(sh("cat /proc/sys/net/ipv6/conf/all/forwarding").trim(), "1");
     });
 }
+
+#[test]
+fn a_learned_route_to_a_gateway_off_link_goes_via_the_route_to_that_gateway() {
+    in_netns(
+        "a_learned_route_to_a_gateway_off_link_goes_via_the_route_to_that_gateway",
+        || async {
+            underlay();
+            // Nodes of another rack (10.9.0.0/24, fd00:9::/64) are behind the router.
+            sh("ip route add default via 10.0.0.254 proto static");
+            sh("ip -6 route add default via fd00::fe proto static");
+            let m = manager().await;
+            let routes = vec![
+                via("10.70.0.0/26", &["10.9.0.11"], false),
+                via("fd00:70::/122", &["fd00:9::11"], false),
+                via("10.71.0.0/26", &["10.0.0.12"], false),
+            ];
+            set_and_wait(&m, routes.clone()).await;
+            assert_eq!(
+                proto44(),
+                "10.70.0.0/26 via 10.0.0.254 dev ul0 \n10.71.0.0/26 via 10.0.0.12 dev ul0 \n"
+            );
+            assert_eq!(
+                proto44_v6().trim(),
+                "fd00:70::/122 via fd00::fe dev ul0 metric 1024 pref medium"
+            );
+            assert_settled(&m).await;
+
+            // A better route to the gateway appears: the learned route follows it.
+            sh("ip route add 10.9.0.0/24 via 10.0.0.253 proto static");
+            eventually("ip route show proto 44", Duration::from_secs(1), |o| {
+                o.contains("10.70.0.0/26 via 10.0.0.253 dev ul0")
+            })
+            .await;
+            assert_settled(&m).await;
+
+            // No route to the gateway at all: the route is deferred (and removed), not
+            // retried against the kernel's refusal.
+            sh("ip route del 10.9.0.0/24");
+            sh("ip route del default");
+            eventually("ip route show proto 44", Duration::from_secs(1), |o| {
+                !o.contains("10.70.0.0/26")
+            })
+            .await;
+            tokio::time::timeout(Duration::from_secs(1), m.wait_in_sync())
+                .await
+                .unwrap_or_else(|_| panic!("not in sync"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let stats = m.stats();
+            assert_eq!(stats.routes_deferred, 1, "{stats:?}");
+            assert_eq!(stats.change_failures, 0, "{stats:?}");
+            assert_settled(&m).await;
+
+            // The default route is back: so is the learned route.
+            sh("ip route add default via 10.0.0.254 proto static");
+            eventually("ip route show proto 44", Duration::from_secs(1), |o| {
+                o.contains("10.70.0.0/26 via 10.0.0.254 dev ul0")
+            })
+            .await;
+            tokio::time::timeout(Duration::from_secs(1), m.wait_in_sync())
+                .await
+                .unwrap_or_else(|_| panic!("not in sync"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(m.stats().routes_deferred, 0, "{:?}", m.stats());
+            assert_settled(&m).await;
+        },
+    );
+}

@@ -1,12 +1,20 @@
 //! BIRD 2 as an external router (a top-of-rack router): its configuration, rendered from the
 //! lab, and the reading of its sessions from `birdc show protocols`.
 //!
-//! The router peers over eBGP with every node on its segments (taking their routes, giving
-//! none: the nodes reach the world through their default route) and with every other external
-//! peer it shares a segment with (giving it everything it learned over BGP plus its connected
-//! subnets, so that routers know every rack). It installs what it learns in its kernel, so
-//! it forwards between racks.
+//! The router peers over eBGP with every node on its segments (taking from each node the
+//! routes of its own pod blocks, giving none: the nodes reach the world through their default
+//! route) and with every other external peer it shares a segment with (giving it everything
+//! it learned over BGP plus its connected subnets, so that routers know every rack). It
+//! installs what it learns in its kernel, so it forwards between racks.
+//!
+//! Why only a node's own blocks: a node exports to its eBGP peers every route of an IP pool
+//! it has, the ones learned from other nodes too (with itself as next hop), as Calico's BIRD
+//! does (`calico_export_to_bgp_peers`). A block of the other rack would then reach the
+//! router from its own nodes with a shorter AS path than from the other router, and the
+//! router would send that traffic back to the nodes, which send it to the router: a loop.
+//! A per-peer prefix list is what a fabric's operator writes for the same reason.
 
+use crate::net::Net;
 use crate::topology::{Host, Lab, PeerKind, Role};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -33,6 +41,8 @@ pub struct Session {
     pub neighbor_as: u32,
     /// The neighbor is a router: export what was learned and the connected subnets.
     pub router: bool,
+    /// For a node: the pod blocks of the session's family it may announce (its own).
+    pub blocks: Vec<Net>,
 }
 
 /// The sessions `router` has in `lab`.
@@ -65,12 +75,21 @@ pub fn sessions(lab: &Lab, router: &Host) -> Vec<Session> {
                 ];
                 for (local, neighbor, family) in pairs {
                     if let (Some(local), Some(neighbor)) = (local, neighbor) {
+                        let blocks = match &other.role {
+                            Role::Node { blocks, .. } => blocks
+                                .iter()
+                                .filter(|b| b.is_ipv6() == neighbor.is_ipv6())
+                                .copied()
+                                .collect(),
+                            _ => Vec::new(),
+                        };
                         out.push(Session {
                             protocol: proto_name(prefix, &name, family),
                             local,
                             neighbor,
                             neighbor_as,
                             router: is_router,
+                            blocks,
                         });
                     }
                 }
@@ -110,17 +129,27 @@ pub fn config(lab: &Lab, router: &Host) -> String {
     let keepalive = (HOLD_TIME / 3).max(1);
     for s in sessions(lab, router) {
         let channel = if s.neighbor.is_ipv6() { "ipv6" } else { "ipv4" };
-        let export = if s.router {
-            "export where source ~ [ RTS_BGP, RTS_DEVICE ]; next hop self;"
+        let (import, export) = if s.router {
+            (
+                "import all;".to_string(),
+                "export where source ~ [ RTS_BGP, RTS_DEVICE ]; next hop self;",
+            )
+        } else if s.blocks.is_empty() {
+            ("import none;".to_string(), "export none;")
         } else {
-            "export none;"
+            // The node's own blocks, and anything more specific inside them.
+            let list: Vec<String> = s.blocks.iter().map(|b| format!("{b}+")).collect();
+            (
+                format!("import where net ~ [ {} ];", list.join(", ")),
+                "export none;",
+            )
         };
         let _ = writeln!(
             c,
             "protocol bgp {} {{\n  local {} as {asn};\n  neighbor {} as {};\n  \
              hold time {HOLD_TIME}; keepalive time {keepalive};\n  \
              connect delay time 1; connect retry time 1; error wait time 1, 5;\n  \
-             {channel} {{ import all; {export} }};\n}}",
+             {channel} {{ {import} {export} }};\n}}",
             s.protocol, s.local, s.neighbor, s.neighbor_as
         );
     }
@@ -199,6 +228,24 @@ mod tests {
         let conf = config(&lab, tor1);
         assert!(conf.contains("neighbor 10.0.1.11 as 64512;"), "{conf}");
         assert!(conf.contains("neighbor fd00::fd as 65002;"), "{conf}");
+    }
+
+    #[test]
+    fn a_top_of_rack_router_takes_only_its_own_blocks_from_each_node() {
+        let lab = default_lab();
+        let conf = config(&lab, lab.host("tor1").unwrap());
+        assert!(
+            conf.contains("ipv4 { import where net ~ [ 10.244.1.0/24+ ]; export none; };"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("ipv6 { import where net ~ [ fd10:0:0:2::/64+ ]; export none; };"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("ipv4 { import all; export where source"),
+            "{conf}"
+        );
     }
 
     #[test]

@@ -3,12 +3,11 @@
 //! The wiring:
 //! - a segment is a bridge `br0` in a netns of its own (the switch); every host on it gets a
 //!   veth pair, `p<N>` on the bridge, `eth<K>` in the host;
-//! - a node's default routes go to the first external peer on its segment (its top-of-rack
-//!   router), and the other segments are on-link through that router, which answers ARP
-//!   (proxy ARP) and NDP (proxy NDP entries) for them. That is how a node installs a route
-//!   learned over iBGP from a node of another rack, `via <that node>`: Calico's BIRD resolves
-//!   such next hops recursively (`gateway recursive`); `tabby node` writes them as they are,
-//!   so the lab's fabric makes them on-link;
+//! - a node's (and a reflector's) default routes go to the first external peer on its
+//!   segment (its top-of-rack router), which forwards between segments. A route a node
+//!   learns over iBGP from a node of another rack, `via <that node>`, is written by
+//!   `tabby node` via the gateway of its route to that node (a recursive next hop, as
+//!   Calico's BIRD does with `gateway recursive`): here, the top-of-rack router;
 //! - a pod is wired as Calico's CNI plugin wires it (shared/DESIGN.md §4).
 
 use crate::state::Layout;
@@ -168,8 +167,8 @@ pub fn create(
         };
         say(&format!("{what} {} ({})", h.name, addrs.join(", ")));
         match h.role {
-            Role::Peer { .. } => wire_router(lab, layout, h)?,
-            _ => wire_host_routes(lab, layout, h)?,
+            Role::Peer { .. } => wire_router(layout, h)?,
+            _ => wire_host_routes(layout, h)?,
         }
     }
 
@@ -225,8 +224,8 @@ pub fn create(
     Ok(())
 }
 
-/// Default routes of a node or reflector, and for nodes the other segments on-link.
-fn wire_host_routes(lab: &Lab, layout: &Layout, h: &Host) -> Result<(), LabError> {
+/// Default routes of a node or reflector.
+fn wire_host_routes(layout: &Layout, h: &Host) -> Result<(), LabError> {
     let ns = layout.host_netns(&h.name);
     let Some(iface) = h.ifaces.first() else {
         return Ok(());
@@ -260,64 +259,19 @@ fn wire_host_routes(lab: &Lab, layout: &Layout, h: &Host) -> Result<(), LabError
         None if iface.v6.is_some() => ip_in(&ns, &["-6", "route", "add", "default", "dev", dev])?,
         None => String::new(),
     };
-    if h.is_node() {
-        for (k, s) in lab.segments.iter().enumerate() {
-            if k == iface.segment {
-                continue;
-            }
-            if let (Some(n), Some(_)) = (s.v4, h.gateway4) {
-                ip_in(
-                    &ns,
-                    &["route", "add", &n.to_string(), "dev", dev, "scope", "link"],
-                )?;
-            }
-            if let (Some(n), Some(_)) = (s.v6, h.gateway6) {
-                ip_in(&ns, &["-6", "route", "add", &n.to_string(), "dev", dev])?;
-            }
-        }
-    }
     Ok(())
 }
 
-/// Forwarding, proxy ARP and proxy NDP on an external router.
-fn wire_router(lab: &Lab, layout: &Layout, h: &Host) -> Result<(), LabError> {
+/// Forwarding on an external router.
+fn wire_router(layout: &Layout, h: &Host) -> Result<(), LabError> {
     let ns = layout.host_netns(&h.name);
-    let mut settings = vec![
-        ("net.ipv4.ip_forward".to_string(), "1"),
-        ("net.ipv6.conf.all.forwarding".to_string(), "1"),
-        ("net.ipv6.conf.all.proxy_ndp".to_string(), "1"),
-    ];
-    for i in &h.ifaces {
-        settings.push((format!("net.ipv4.conf.{}.proxy_arp", i.name), "1"));
-        settings.push((format!("net.ipv6.conf.{}.proxy_ndp", i.name), "1"));
-    }
-    sysctl_in(&ns, &settings)?;
-    // IPv6 has no proxy NDP by route: one entry per address of another segment that a node
-    // on this interface's segment may resolve on-link.
-    for i in &h.ifaces {
-        for other in lab.hosts.iter().filter(|o| !o.is_peer()) {
-            let Some(oi) = other.ifaces.first() else {
-                continue;
-            };
-            if oi.segment == i.segment {
-                continue;
-            }
-            if let Some(a) = oi.v6 {
-                ip_in(
-                    &ns,
-                    &[
-                        "-6",
-                        "neigh",
-                        "add",
-                        "proxy",
-                        &a.to_string(),
-                        "dev",
-                        &i.name,
-                    ],
-                )?;
-            }
-        }
-    }
+    sysctl_in(
+        &ns,
+        &[
+            ("net.ipv4.ip_forward".to_string(), "1"),
+            ("net.ipv6.conf.all.forwarding".to_string(), "1"),
+        ],
+    )?;
     Ok(())
 }
 
@@ -424,11 +378,12 @@ pub fn start(lab: &Lab, layout: &Layout, h: &Host, run: &RunOptions) -> Result<u
         }
         Role::Node { .. } | Role::Reflector { .. } => {
             let mut c = command_in(&ns, &run.tabby.to_string_lossy());
-            if h.is_node() {
-                c.args(["node", "--hold-time", &crate::bird::HOLD_TIME.to_string()]);
+            c.arg(if h.is_node() {
+                "node"
             } else {
-                c.arg("route-reflector");
-            }
+                "route-reflector"
+            });
+            c.args(["--hold-time", &crate::bird::HOLD_TIME.to_string()]);
             c.args(["--datastore", &datastore, "--node-name", &h.name]);
             c.env("RUST_LOG", &run.log_level);
             // The log is a file: no terminal colours in it.

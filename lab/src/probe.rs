@@ -7,8 +7,9 @@ use crate::state::Layout;
 use crate::sys::{command_in, ip_in, run};
 use crate::topology::{Host, Lab, Role};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,8 @@ pub struct HostStatus {
     pub sessions: Vec<Session>,
     /// How many sessions the topology gives it.
     pub expected: usize,
+    /// The same, by kind.
+    pub expected_kinds: BTreeMap<&'static str, usize>,
     /// Routes it installed in its kernel.
     pub routes: Option<u64>,
     /// Why its status could not be read.
@@ -85,6 +88,26 @@ impl HostStatus {
                 self.expected
             ));
         }
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.sessions {
+            *kinds.entry(s.kind.as_str()).or_default() += 1;
+        }
+        let want: BTreeMap<&str, usize> =
+            self.expected_kinds.iter().map(|(k, n)| (*k, *n)).collect();
+        if kinds != want {
+            let show = |m: &BTreeMap<&str, usize>| {
+                m.iter()
+                    .map(|(k, n)| format!("{n} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Some(format!(
+                "{}: sessions of kinds {}, the topology gives {}",
+                self.name,
+                show(&kinds),
+                show(&want)
+            ));
+        }
         None
     }
 }
@@ -94,40 +117,68 @@ fn families(a: &Host, b: &Host) -> usize {
         + usize::from(a.v6().is_some() && b.v6().is_some())
 }
 
-fn is_reflector(h: &Host) -> bool {
+/// The reflector cluster of a node or standalone reflector, if it is a reflector.
+fn cluster(h: &Host) -> Option<Ipv4Addr> {
     match &h.role {
-        Role::Reflector { .. } => true,
-        Role::Node { cluster_id, .. } => cluster_id.is_some(),
-        Role::Peer { .. } => false,
+        Role::Reflector { cluster_id } => Some(*cluster_id),
+        Role::Node { cluster_id, .. } => *cluster_id,
+        Role::Peer { .. } => None,
     }
 }
 
-/// The sessions the topology gives a host, as Calico configures them: the full mesh, or
-/// every node and reflector with every reflector; plus, for nodes, a session per family
-/// with each external peer on their segment.
-pub fn expected_sessions(lab: &Lab, h: &Host) -> usize {
-    if h.is_peer() {
-        return crate::bird::sessions(lab, h).len();
+/// The AS of a node or standalone reflector (its own, else the cluster's).
+fn host_as(lab: &Lab, h: &Host) -> u32 {
+    match &h.role {
+        Role::Node {
+            as_number: Some(a), ..
+        } => *a,
+        _ => lab.as_number,
     }
-    let bgp_hosts = lab
+}
+
+/// The sessions the topology gives a host, by kind (`/status` kinds for tabby, `bgp` for
+/// BIRD), as Calico configures them: the full mesh (`mesh`), or every node and reflector
+/// with every reflector (`reflector` on a client, `rr-client` on the reflector, `peer`
+/// between reflectors of one cluster or across ASes); plus, for nodes, a session per family
+/// with each external peer on their segment (`peer`).
+pub fn expected_kinds(lab: &Lab, h: &Host) -> BTreeMap<&'static str, usize> {
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut add = |kind: &'static str, n: usize| {
+        if n > 0 {
+            *kinds.entry(kind).or_default() += n;
+        }
+    };
+    if h.is_peer() {
+        add("bgp", crate::bird::sessions(lab, h).len());
+        return kinds;
+    }
+    let reflectors = lab.uses_reflectors();
+    for o in lab
         .hosts
         .iter()
-        .filter(|o| !o.is_peer() && o.name != h.name);
-    let ibgp: usize = if lab.uses_reflectors() {
-        bgp_hosts
-            .filter(|o| is_reflector(h) || is_reflector(o))
-            .map(|o| families(h, o))
-            .sum()
-    } else {
-        bgp_hosts
-            .filter(|o| o.is_node())
-            .map(|o| families(h, o))
-            .sum()
-    };
-    let external: usize = if h.is_node() {
+        .filter(|o| !o.is_peer() && o.name != h.name)
+    {
+        let n = families(h, o);
+        if !reflectors {
+            if o.is_node() {
+                add("mesh", n);
+            }
+            continue;
+        }
+        let same_as = host_as(lab, h) == host_as(lab, o);
+        match (cluster(h), cluster(o)) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a == b => add("peer", n),
+            (Some(_), _) if same_as => add("rr-client", n),
+            (None, Some(_)) if same_as => add("reflector", n),
+            _ => add("peer", n),
+        }
+    }
+    if h.is_node() {
         let seg = h.ifaces.first().map(|i| i.segment);
         let mine = h.ifaces.first();
-        lab.hosts
+        let external = lab
+            .hosts
             .iter()
             .filter(|o| o.is_peer())
             .flat_map(|o| o.ifaces.iter().filter(|i| Some(i.segment) == seg))
@@ -135,11 +186,15 @@ pub fn expected_sessions(lab: &Lab, h: &Host) -> usize {
                 usize::from(i.v4.is_some() && mine.and_then(|m| m.v4).is_some())
                     + usize::from(i.v6.is_some() && mine.and_then(|m| m.v6).is_some())
             })
-            .sum()
-    } else {
-        0
-    };
-    ibgp + external
+            .sum();
+        add("peer", external);
+    }
+    kinds
+}
+
+/// How many sessions the topology gives a host ([`expected_kinds`], summed).
+pub fn expected_sessions(lab: &Lab, h: &Host) -> usize {
+    expected_kinds(lab, h).values().sum()
 }
 
 /// The status of one host's process.
@@ -156,6 +211,7 @@ pub fn host_status(lab: &Lab, layout: &Layout, run_opts: &RunOptions, h: &Host) 
         ready: None,
         sessions: Vec::new(),
         expected: expected_sessions(lab, h),
+        expected_kinds: expected_kinds(lab, h),
         routes: None,
         error: None,
     };
@@ -237,6 +293,7 @@ pub fn statuses(lab: &Lab, layout: &Layout, run_opts: &RunOptions) -> Vec<HostSt
                     ready: None,
                     sessions: Vec::new(),
                     expected: 0,
+                    expected_kinds: BTreeMap::new(),
                     routes: None,
                     error: Some("status probe panicked".to_string()),
                 })
@@ -498,6 +555,23 @@ mod tests {
         .unwrap();
         assert_eq!(expected_sessions(&rr, rr.host("a").unwrap()), 1);
         assert_eq!(expected_sessions(&rr, rr.host("r").unwrap()), 2);
+    }
+
+    #[test]
+    fn on_the_default_topology_nodes_see_the_reflector_and_it_sees_clients() {
+        let lab = Topology::default_topology()
+            .resolve("t", "built-in", Path::new("/"))
+            .unwrap();
+        let kinds = |name: &str| expected_kinds(&lab, lab.host(name).unwrap());
+        // rr1 over IPv4 and IPv6, tor1 over IPv4 and IPv6.
+        assert_eq!(
+            kinds("node1"),
+            BTreeMap::from([("peer", 2), ("reflector", 2)])
+        );
+        // Four nodes, two families each.
+        assert_eq!(kinds("rr1"), BTreeMap::from([("rr-client", 8)]));
+        // Two nodes and the other router, two families each.
+        assert_eq!(kinds("tor1"), BTreeMap::from([("bgp", 6)]));
     }
 
     #[test]

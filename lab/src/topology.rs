@@ -12,11 +12,6 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-/// Whether `tabby route-reflector` exists. While it does not, the default topology leaves
-/// its reflector out (its nodes use the full mesh) and a topology naming reflectors is
-/// refused. Flip this one line when the reflector lands.
-pub const ROUTE_REFLECTOR_BUILT: bool = false;
-
 /// The AS of the cluster's nodes when the topology names none (Calico's default).
 pub const DEFAULT_AS: u32 = 64512;
 
@@ -470,16 +465,11 @@ impl Topology {
         })
     }
 
-    /// The built-in default topology; without its reflector (the nodes mesh) while
-    /// [`ROUTE_REFLECTOR_BUILT`] is false.
+    /// The built-in default topology ([`DEFAULT_TOPOLOGY`]).
     pub fn default_topology() -> Topology {
         // The text is part of the binary and a unit test parses it; an error here is a bug
         // that the test catches, so falling back to an empty topology is never reached.
-        let mut t = Topology::parse(DEFAULT_TOPOLOGY, "built-in default").unwrap_or_default();
-        if !ROUTE_REFLECTOR_BUILT {
-            t.reflectors.clear();
-        }
-        t
+        Topology::parse(DEFAULT_TOPOLOGY, "built-in default").unwrap_or_default()
     }
 
     /// Fills in defaults, assigns addresses and checks everything; `base` is the directory
@@ -735,12 +725,6 @@ impl Resolver {
         }
         for (i, r) in t.reflectors.iter().enumerate() {
             let at = format!("reflectors[{i}] ({})", r.name);
-            if !ROUTE_REFLECTOR_BUILT {
-                self.problem(
-                    at.clone(),
-                    "`tabby route-reflector` is not built yet; use a node with routeReflectorClusterID, or no reflector (the nodes mesh)",
-                );
-            }
             let Some(&s) = seg_index.get(r.segment.as_str()) else {
                 continue;
             };
@@ -1168,13 +1152,19 @@ mod tests {
         assert_eq!(lab.nodes().count(), 4);
         assert_eq!(lab.pods.len(), 8);
         assert!(lab.pods.iter().all(|p| p.v4.is_some() && p.v6.is_some()));
-        assert_eq!(lab.uses_reflectors(), ROUTE_REFLECTOR_BUILT);
     }
 
     #[test]
-    fn the_default_topology_names_a_reflector_for_when_it_exists() {
-        let t = Topology::parse(DEFAULT_TOPOLOGY, "built-in").unwrap();
-        assert_eq!(t.reflectors.len(), 1);
+    fn the_default_topology_peers_through_its_standalone_reflector() {
+        let lab = Topology::default_topology()
+            .resolve("default", "built-in", Path::new("/"))
+            .unwrap();
+        assert!(lab.uses_reflectors());
+        let rr1 = lab.host("rr1").unwrap();
+        assert!(
+            matches!(rr1.role, Role::Reflector { cluster_id } if cluster_id == DEFAULT_CLUSTER_ID)
+        );
+        assert_eq!(rr1.v4().unwrap().to_string(), "10.0.0.11");
     }
 
     #[test]
@@ -1286,13 +1276,11 @@ mod tests {
     }
 
     #[test]
-    fn reflectors_are_refused_until_the_reflector_is_built() {
-        let yaml =
-            "segments: [{name: s, subnet: 10.0.0.0/24}]\nreflectors: [{name: rr, segment: s}]\n";
-        if ROUTE_REFLECTOR_BUILT {
-            assert!(resolve(yaml).unwrap().uses_reflectors());
-        } else {
-            assert!(problems(yaml)[0].contains("not built yet"));
-        }
+    fn a_topology_with_a_standalone_reflector_is_accepted() {
+        let lab = resolve(
+            "segments: [{name: s, subnet: 10.0.0.0/24}]\nreflectors: [{name: rr, segment: s}]\n",
+        )
+        .unwrap();
+        assert!(lab.uses_reflectors());
     }
 }

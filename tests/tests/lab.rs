@@ -1,8 +1,9 @@
-//! `tabby lab` end to end: the default topology converges with every pod reaching every pod;
-//! `lab down` leaves nothing behind, also after a kill -9 of `lab up`; two labs run side by
-//! side; a bad topology is refused before anything is built. Policy, restart-without-loss
-//! and reflector checks are written against the parts they need, and ignored until those
-//! parts land.
+//! `tabby lab` end to end: the default topology (nodes peering through the route reflector
+//! rr1) converges with every pod reaching every pod; restarting a node agent, or stopping the
+//! reflector, loses no ping between racks (graceful restart); `lab down` leaves nothing
+//! behind, also after a kill -9 of `lab up`; two labs run side by side; a bad topology is
+//! refused before anything is built. The policy check is written against policy programming
+//! in `tabby node` and ignored until it lands.
 //!
 //! Each test runs the `tabby` binary (`tabby lab up ...`) as a user would, under a lab name
 //! of its own, and reads the running lab through the `tabby-lab` library. A guard runs
@@ -325,7 +326,7 @@ fn pod<'a>(lab: &'a Lab, name: &str) -> &'a tabby_lab::topology::Pod {
 }
 
 #[test]
-#[ignore = "needs policy programming in tabby node (acl), not built yet"]
+#[ignore = "needs tabby node to program policy: acl is not wired into felix yet"]
 fn a_default_deny_and_an_allow_policy_change_the_matrix_exactly() -> Result<()> {
     if skip()? {
         return Ok(());
@@ -409,7 +410,6 @@ fn pings_lost_during(
 }
 
 #[test]
-#[ignore = "needs graceful restart (bgp-rib): today a restarting node's routes are withdrawn by its peers"]
 fn restarting_one_node_agent_loses_no_pings_between_racks() -> Result<()> {
     if skip()? {
         return Ok(());
@@ -437,7 +437,6 @@ fn restarting_one_node_agent_loses_no_pings_between_racks() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs tabby route-reflector (bgp-rib) and graceful restart; flip topology::ROUTE_REFLECTOR_BUILT when it lands"]
 fn stopping_the_route_reflector_keeps_routes_and_its_return_restores_everything() -> Result<()> {
     if skip()? {
         return Ok(());

@@ -11,7 +11,8 @@
 //! What makes a destination dirty: a new desired set (the destinations whose target changed),
 //! a route notification for it (someone else's change, or the echo of ours, which reconciles
 //! to nothing), a link that appeared, went up, went down or vanished (the destinations routed
-//! through it). Dirty destinations are reconciled together after a short debounce; nothing
+//! through it), and a change of the kernel's routes to a network holding a learned route's
+//! gateway (that route's next hops are resolved again: recursive next hops). Dirty destinations are reconciled together after a short debounce; nothing
 //! scans the whole table on that path. A full dump and reconcile runs at start (the
 //! mark-and-sweep), after a notification overrun, and as a slow safety resync.
 //!
@@ -35,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::netlink as nl;
-use super::reconcile::{reconcile, Change, KernelTable, Links, Ownership, RouteTable};
+use super::reconcile::{reconcile, Change, Deferred, KernelTable, Links, Ownership, RouteTable};
 use super::{Dst, Route};
 
 /// Configuration of the route manager.
@@ -228,6 +229,7 @@ impl RouteManager {
             fresh_dump: true,
             swept: false,
             status: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
             gauges: Gauges::default(),
             deadline: None,
             retry: None,
@@ -329,6 +331,8 @@ struct Task {
     swept: bool,
     /// Outcome of each desired destination at its last reconcile.
     status: BTreeMap<Dst, DstStatus>,
+    /// Destinations deferred for want of a route to their gateways, already logged.
+    unreachable: BTreeSet<Dst>,
     gauges: Gauges,
     deadline: Option<Instant>,
     retry: Option<Instant>,
@@ -400,6 +404,20 @@ impl Task {
         self.schedule();
     }
 
+    /// The kernel's routes to `dst` changed: reconcile it (a change by someone else is
+    /// drift), and the learned routes whose gateways it covers, since their next hops may
+    /// resolve differently now (recursive next hops, [`super::reconcile::GatewayRoutes`]).
+    fn kernel_changed(&mut self, dst: Dst, drift: bool) {
+        self.mark(dst, drift);
+        let dependents = match &self.desired {
+            Some(t) => t.dsts_via_gateways_in(dst),
+            None => return,
+        };
+        for d in dependents {
+            self.mark(d, false);
+        }
+    }
+
     fn on_event(&mut self, msg: NetlinkMessage<RouteNetlinkMessage>) {
         match msg.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
@@ -408,7 +426,7 @@ impl Task {
                     let relevant = k.table == super::reconcile::MAIN_TABLE;
                     self.kernel.insert(k);
                     if relevant {
-                        self.mark(dst, true);
+                        self.kernel_changed(dst, true);
                     }
                 }
             }
@@ -416,7 +434,7 @@ impl Task {
                 if let Some(k) = nl::parse_route(&r) {
                     self.kernel.remove(&k);
                     if k.table == super::reconcile::MAIN_TABLE {
-                        self.mark(k.dst, true);
+                        self.kernel_changed(k.dst, true);
                     }
                 }
             }
@@ -428,7 +446,7 @@ impl Task {
                     if !changed.is_empty() {
                         if !up {
                             for d in self.kernel.remove_through(index) {
-                                self.mark(d, false);
+                                self.kernel_changed(d, false);
                             }
                         }
                         for n in changed {
@@ -440,7 +458,7 @@ impl Task {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
                 let index = l.header.index;
                 for d in self.kernel.remove_through(index) {
-                    self.mark(d, false);
+                    self.kernel_changed(d, false);
                 }
                 if let Some(name) = self.links.remove(index) {
                     self.link_changed(&name);
@@ -574,7 +592,20 @@ impl Task {
             .drift_repairs
             .fetch_add(repaired.len() as u64, Ordering::Relaxed);
         for (dst, why) in &plan.deferred {
-            tracing::debug!(%dst, ?why, "route deferred");
+            match why {
+                // Once per destination until it is written: a missing route to a gateway
+                // is worth knowing, and must not fill the log on every reconcile.
+                Deferred::UnreachableGateway(gateways) => {
+                    if self.unreachable.insert(*dst) {
+                        tracing::warn!(
+                            %dst,
+                            ?gateways,
+                            "learned route deferred: no route to its gateway; written when one appears"
+                        );
+                    }
+                }
+                Deferred::MissingInterface(_) => tracing::debug!(%dst, ?why, "route deferred"),
+            }
         }
         for dst in &plan.conflicts {
             tracing::warn!(%dst, "route not written: a route of another owner holds its key");
@@ -592,6 +623,9 @@ impl Task {
             })
             .collect();
         for (dst, wanted) in desired_now {
+            if !deferred.contains(&dst) && self.unreachable.remove(&dst) && wanted {
+                tracing::info!(%dst, "learned route written: its gateway is reachable now");
+            }
             let status = if !wanted {
                 None
             } else if deferred.contains(&dst) {

@@ -13,7 +13,9 @@
 //! - workload: `<ip>/32|/128 dev <iface> scope link proto 44`;
 //! - own block: `blackhole <block> proto 44`;
 //! - learned: `<block> via <gw> proto 44`, `nexthop via <a> nexthop via <b>` when several, and
-//!   `via <gw> dev tunl0 onlink` over IP-in-IP (IPv4 only).
+//!   `via <gw> dev tunl0 onlink` over IP-in-IP (IPv4 only). A gateway that is not on a
+//!   connected subnet is replaced by the gateways of the node's route to it (recursive next
+//!   hop, [`reconcile::GatewayRoutes`]).
 //!
 //! Types shared with the calc live here.
 

@@ -161,8 +161,10 @@ pub fn new_route_message(r: &Resolved, protocol: u8) -> RouteMessage {
             [one] => {
                 msg.attributes
                     .push(RouteAttribute::Gateway(one.gateway.into()));
-                if let Some(oif) = one.onlink_oif {
+                if let Some(oif) = one.oif {
                     msg.attributes.push(RouteAttribute::Oif(oif));
+                }
+                if one.onlink {
                     msg.header.flags.insert(RouteFlags::Onlink);
                 }
             }
@@ -173,8 +175,10 @@ pub fn new_route_message(r: &Resolved, protocol: u8) -> RouteMessage {
                         let mut nh = RouteNextHop::default();
                         nh.attributes
                             .push(RouteAttribute::Gateway(h.gateway.into()));
-                        if let Some(oif) = h.onlink_oif {
+                        if let Some(oif) = h.oif {
                             nh.interface_index = oif;
+                        }
+                        if h.onlink {
                             nh.flags.insert(RouteNextHopFlags::Onlink);
                         }
                         nh

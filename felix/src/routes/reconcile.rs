@@ -83,6 +83,9 @@ impl std::fmt::Display for Dst {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     routes: BTreeMap<Dst, Target>,
+    /// The destinations of learned routes by gateway (IP-in-IP hops aside): whose next hops
+    /// to resolve again when the kernel's routes to a gateway change.
+    by_gateway: BTreeMap<IpAddr, BTreeSet<Dst>>,
 }
 
 impl RouteTable {
@@ -129,8 +132,36 @@ impl RouteTable {
                 changed.insert(*dst);
             }
         }
+        let mut by_gateway: BTreeMap<IpAddr, BTreeSet<Dst>> = BTreeMap::new();
+        for (dst, target) in &next {
+            if let Target::Via(hops) = target {
+                for h in hops.iter().filter(|h| !h.ipip) {
+                    by_gateway.entry(h.gateway).or_default().insert(*dst);
+                }
+            }
+        }
         self.routes = next;
+        self.by_gateway = by_gateway;
         changed
+    }
+
+    /// Destinations of learned routes with a gateway inside `net`: a change of the kernel's
+    /// routes to `net` may change how those gateways are reached.
+    pub fn dsts_via_gateways_in(&self, net: Dst) -> Vec<Dst> {
+        let net = net.normalized();
+        let last = match net.addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+                u32::from(a) | u32::MAX.checked_shr(u32::from(net.len)).unwrap_or(0),
+            )),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+                u128::from(a) | u128::MAX.checked_shr(u32::from(net.len)).unwrap_or(0),
+            )),
+        };
+        self.by_gateway
+            .range(net.addr..=last)
+            .flat_map(|(_, dsts)| dsts.iter().copied())
+            .filter(|d| *d != net)
+            .collect()
     }
 
     /// The target wanted for `dst`.
@@ -396,13 +427,16 @@ pub enum ResolvedTarget {
     Via(Vec<ResolvedHop>),
 }
 
-/// One resolved next hop.
+/// One resolved next hop: `via <gateway> [dev <oif>] [onlink]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResolvedHop {
     /// Gateway.
     pub gateway: IpAddr,
-    /// `dev <oif> onlink` (the IP-in-IP device), or `None` to let the kernel resolve it.
-    pub onlink_oif: Option<u32>,
+    /// `dev <oif>`: the IP-in-IP device (with `onlink`), or the device of the route a
+    /// recursive next hop was resolved through; `None` lets the kernel pick it.
+    pub oif: Option<u32>,
+    /// `onlink`: the gateway is taken as on the link without a route to it.
+    pub onlink: bool,
 }
 
 /// Why a desired route is not written yet.
@@ -410,14 +444,157 @@ pub struct ResolvedHop {
 pub enum Deferred {
     /// Its interface does not exist or is down; it is written when the link appears.
     MissingInterface(String),
+    /// No next hop of the route can be resolved: the node has no usable route to any of
+    /// its gateways. It is written when a route to one appears.
+    UnreachableGateway(Vec<IpAddr>),
 }
 
-/// Resolves a desired route against the current links.
+/// How the node reaches an address, by its best route in the main table (see
+/// [`GatewayRoutes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// The route has no gateway (a connected subnet, or a device route): the address is a
+    /// gateway the kernel accepts as it is.
+    Connected,
+    /// The route goes via gateways; an address reached this way is replaced by them
+    /// (recursive next hop).
+    Via(Vec<ResolvedHop>),
+    /// The route is a blackhole, unreachable, prohibit... : the address cannot be reached.
+    Unusable,
+}
+
+/// The routes of the kernel's main table that cover some gateways, for resolving next hops
+/// recursively, as Calico's BIRD does (`gateway recursive` in its `bird.cfg`): a learned
+/// route whose gateway is not on a connected subnet goes via the gateways of the node's best
+/// route to that gateway (a route learned from the top-of-rack router, a static or default
+/// route, another learned route). The kernel itself refuses such a gateway ("Nexthop has
+/// invalid gateway").
+///
+/// Built once per reconcile for the gateways of the destinations being reconciled, so a
+/// batch of many routes through few gateways (the usual case: a gateway per node) looks each
+/// gateway up once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayRoutes {
+    /// For each gateway, the destinations in the mirror that contain it, longest prefix
+    /// first, each with how its best (lowest metric) route reaches it.
+    covers: BTreeMap<IpAddr, Vec<(Dst, Reach)>>,
+}
+
+impl GatewayRoutes {
+    /// Looks up `gateways` in the mirror.
+    pub fn new(kernel: &KernelTable, gateways: impl IntoIterator<Item = IpAddr>) -> Self {
+        let mut covers = BTreeMap::new();
+        for gw in gateways {
+            if covers.contains_key(&gw) {
+                continue;
+            }
+            let max = if gw.is_ipv4() { 32 } else { 128 };
+            let mut found = Vec::new();
+            for len in (0..=max).rev() {
+                let net = Dst { addr: gw, len }.normalized();
+                // The kernel uses the route of lowest metric (TOS-specific routes aside).
+                let best = kernel
+                    .routes_to(net)
+                    .into_iter()
+                    .filter(|r| r.tos == 0)
+                    .min_by_key(|r| r.priority);
+                if let Some(r) = best {
+                    found.push((net, reach(r)));
+                }
+            }
+            covers.insert(gw, found);
+        }
+        GatewayRoutes { covers }
+    }
+
+    /// How the node reaches `gateway` for the route to `dst`: by the longest covering route
+    /// other than `dst`'s own (a route never resolves through itself). `None` when no route
+    /// covers it, or `gateway` was not looked up.
+    pub fn reach(&self, gateway: IpAddr, dst: Dst) -> Option<&Reach> {
+        self.covers
+            .get(&gateway)?
+            .iter()
+            .find(|(net, _)| *net != dst)
+            .map(|(_, r)| r)
+    }
+}
+
+fn reach(r: &KernelRoute) -> Reach {
+    if r.kind != RouteKind::Unicast {
+        return Reach::Unusable;
+    }
+    let hop = |gateway: IpAddr, oif: Option<u32>, onlink: bool| ResolvedHop {
+        gateway,
+        oif: oif.filter(|i| *i != 0),
+        onlink,
+    };
+    let mut hops: Vec<ResolvedHop> = r
+        .gateway
+        .map(|g| hop(g, r.oif, r.onlink))
+        .into_iter()
+        .chain(
+            r.multipath
+                .iter()
+                .filter_map(|h| h.gateway.map(|g| hop(g, Some(h.oif), h.onlink))),
+        )
+        .collect();
+    if hops.is_empty() {
+        return Reach::Connected;
+    }
+    hops.sort();
+    Reach::Via(hops)
+}
+
+/// The next hops a learned route to `dst` is written with: each gateway as it is when the
+/// node reaches it directly (connected), the gateways of the node's best route to it when
+/// not (recursive), none for a gateway without a usable route. An IP-in-IP hop is
+/// `dev tunl0 onlink` and needs no route. Sorted, one hop per gateway.
+pub fn resolve_next_hops(
+    dst: Dst,
+    hops: &[NextHop],
+    tunnel: Option<u32>,
+    gateways: &GatewayRoutes,
+) -> Vec<ResolvedHop> {
+    let mut out = Vec::with_capacity(hops.len());
+    for NextHop { gateway, ipip } in hops {
+        if *ipip && dst.addr.is_ipv4() {
+            if let Some(oif) = tunnel {
+                out.push(ResolvedHop {
+                    gateway: *gateway,
+                    oif: Some(oif),
+                    onlink: true,
+                });
+            }
+            continue;
+        }
+        match gateways.reach(*gateway, dst) {
+            Some(Reach::Connected) => out.push(ResolvedHop {
+                gateway: *gateway,
+                oif: None,
+                onlink: false,
+            }),
+            Some(Reach::Via(via)) => out.extend(
+                via.iter()
+                    .filter(|h| h.gateway.is_ipv4() == dst.addr.is_ipv4())
+                    .cloned(),
+            ),
+            Some(Reach::Unusable) | None => {}
+        }
+    }
+    out.sort();
+    // One hop per gateway (two gateways behind one router both resolve to the router).
+    out.dedup_by(|a, b| a.gateway == b.gateway);
+    out
+}
+
+/// Resolves a desired route against the current links and, for learned routes, the routes
+/// to their gateways.
 pub fn resolve(
     dst: Dst,
     target: &Target,
     links: &Links,
     own: &Ownership,
+    gateways: &GatewayRoutes,
 ) -> Result<Resolved, Deferred> {
     let action = match target {
         Target::Workload { iface } => ResolvedTarget::Device {
@@ -427,23 +604,21 @@ pub fn resolve(
         },
         Target::Blackhole => ResolvedTarget::Blackhole,
         Target::Via(hops) => {
-            let mut out = Vec::with_capacity(hops.len());
-            for NextHop { gateway, ipip } in hops {
-                let onlink_oif = if *ipip && dst.addr.is_ipv4() {
-                    Some(
-                        links
-                            .usable(&own.tunnel_device)
-                            .ok_or_else(|| Deferred::MissingInterface(own.tunnel_device.clone()))?,
-                    )
-                } else {
-                    None
-                };
-                out.push(ResolvedHop {
-                    gateway: *gateway,
-                    onlink_oif,
-                });
+            let tunnel = if dst.addr.is_ipv4() && hops.iter().any(|h| h.ipip) {
+                Some(
+                    links
+                        .usable(&own.tunnel_device)
+                        .ok_or_else(|| Deferred::MissingInterface(own.tunnel_device.clone()))?,
+                )
+            } else {
+                None
+            };
+            let out = resolve_next_hops(dst, hops, tunnel, gateways);
+            if out.is_empty() {
+                return Err(Deferred::UnreachableGateway(
+                    hops.iter().map(|h| h.gateway).collect(),
+                ));
             }
-            out.sort();
             ResolvedTarget::Via(out)
         }
     };
@@ -478,10 +653,8 @@ impl Resolved {
                 let hop_ok =
                     |h: &ResolvedHop, gw: Option<IpAddr>, oif: Option<u32>, onlink: bool| {
                         gw == Some(h.gateway)
-                            && match h.onlink_oif {
-                                Some(want) => onlink && oif == Some(want),
-                                None => !onlink,
-                            }
+                            && onlink == h.onlink
+                            && h.oif.is_none_or(|want| oif == Some(want))
                     };
                 match hops.as_slice() {
                     [one] => k.multipath.is_empty() && hop_ok(one, k.gateway, k.oif, k.onlink),
@@ -526,16 +699,16 @@ impl Resolved {
             ResolvedTarget::Via(hops) => match hops.as_slice() {
                 [one] => {
                     k.gateway = Some(one.gateway);
-                    k.oif = one.onlink_oif;
-                    k.onlink = one.onlink_oif.is_some();
+                    k.oif = one.oif;
+                    k.onlink = one.onlink;
                 }
                 many => {
                     k.multipath = many
                         .iter()
                         .map(|h| KernelNextHop {
                             gateway: Some(h.gateway),
-                            oif: h.onlink_oif.unwrap_or(0),
-                            onlink: h.onlink_oif.is_some(),
+                            oif: h.oif.unwrap_or(0),
+                            onlink: h.onlink,
                         })
                         .collect();
                 }
@@ -589,6 +762,7 @@ pub fn reconcile_dst(
     kernel: &[&KernelRoute],
     links: &Links,
     own: &Ownership,
+    gateways: &GatewayRoutes,
 ) -> Plan {
     let mut plan = Plan::default();
     let owned: Vec<&KernelRoute> = kernel
@@ -596,7 +770,7 @@ pub fn reconcile_dst(
         .copied()
         .filter(|k| own.owns(k, links))
         .collect();
-    let resolved = match want.map(|t| resolve(dst, t, links, own)) {
+    let resolved = match want.map(|t| resolve(dst, t, links, own, gateways)) {
         None => None,
         Some(Err(why)) => {
             plan.deferred.push((dst, why));
@@ -742,11 +916,20 @@ pub fn reconcile(
             &all
         }
     };
+    let gateways = GatewayRoutes::new(
+        kernel,
+        dsts.iter()
+            .filter_map(|d| match desired.get(d) {
+                Some(Target::Via(hops)) => Some(hops.iter().map(|h| h.gateway)),
+                _ => None,
+            })
+            .flatten(),
+    );
     let mut plan = Plan::default();
     let mut writes = Vec::new();
     for dst in dsts {
         let routes = kernel.routes_to(*dst);
-        let one = reconcile_dst(*dst, desired.get(dst), &routes, links, own);
+        let one = reconcile_dst(*dst, desired.get(dst), &routes, links, own, &gateways);
         for change in one.changes {
             match change {
                 Change::Delete(_) => plan.changes.push(change),
@@ -1010,8 +1193,9 @@ mod tests {
             dst: dst("10.70.0.0/26"),
             target: hops("10.0.0.12", "10.0.0.13"),
         };
-        let p = plan(vec![route], vec![k], &links());
-        assert!(p.changes.is_empty());
+        let connected = kroute("10.0.0.0/24", PROTO_KERNEL, Some(2));
+        let p = plan(vec![route], vec![k, connected], &links());
+        assert!(p.changes.is_empty(), "{p:?}");
         assert_eq!(p.in_place, 1);
     }
 
@@ -1142,6 +1326,214 @@ mod tests {
         assert_eq!(k.len(), 1);
     }
 
+    fn via_route(d: &str, gateways: &[&str]) -> Route {
+        Route {
+            dst: dst(d),
+            target: Target::Via(
+                gateways
+                    .iter()
+                    .map(|g| NextHop {
+                        gateway: v4(g),
+                        ipip: false,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A node on 10.0.1.0/24 (eth0) whose default route goes to its top-of-rack router.
+    fn rack_kernel() -> Vec<KernelRoute> {
+        let mut default = kroute("0.0.0.0/0", 3, Some(2));
+        default.scope = SCOPE_UNIVERSE;
+        default.gateway = Some(v4("10.0.1.254"));
+        vec![kroute("10.0.1.0/24", PROTO_KERNEL, Some(2)), default]
+    }
+
+    fn hop(gw: &str, oif: Option<u32>) -> ResolvedHop {
+        ResolvedHop {
+            gateway: v4(gw),
+            oif,
+            onlink: false,
+        }
+    }
+
+    fn written_hops(p: &Plan) -> Vec<ResolvedHop> {
+        match p.changes.as_slice() {
+            [Change::Replace(Resolved {
+                action: ResolvedTarget::Via(hops),
+                ..
+            })] => hops.clone(),
+            other => panic!("expected one write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gateway_on_a_connected_subnet_is_written_as_it_is() {
+        let p = plan(
+            vec![via_route("10.244.2.0/24", &["10.0.1.12"])],
+            rack_kernel(),
+            &links(),
+        );
+        assert_eq!(written_hops(&p), vec![hop("10.0.1.12", None)]);
+    }
+
+    #[test]
+    fn a_gateway_in_another_rack_resolves_through_the_default_route() {
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11"])],
+            rack_kernel(),
+            &links(),
+        );
+        assert_eq!(written_hops(&p), vec![hop("10.0.1.254", Some(2))]);
+    }
+
+    #[test]
+    fn a_gateway_resolves_through_its_longest_matching_route() {
+        let mut k = rack_kernel();
+        let mut rack2 = kroute("10.0.2.0/24", 186, Some(2));
+        rack2.scope = SCOPE_UNIVERSE;
+        rack2.gateway = Some(v4("10.0.1.253"));
+        k.push(rack2);
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11"])],
+            k,
+            &links(),
+        );
+        assert_eq!(written_hops(&p), vec![hop("10.0.1.253", Some(2))]);
+    }
+
+    #[test]
+    fn a_gateway_resolves_through_every_next_hop_of_an_ecmp_route() {
+        let mut k = vec![kroute("10.0.1.0/24", PROTO_KERNEL, Some(2))];
+        let mut default = kroute("0.0.0.0/0", 186, None);
+        default.scope = SCOPE_UNIVERSE;
+        default.multipath = ["10.0.1.253", "10.0.1.254"]
+            .iter()
+            .map(|g| KernelNextHop {
+                gateway: Some(v4(g)),
+                oif: 2,
+                onlink: false,
+            })
+            .collect();
+        k.push(default);
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11"])],
+            k,
+            &links(),
+        );
+        assert_eq!(
+            written_hops(&p),
+            vec![hop("10.0.1.253", Some(2)), hop("10.0.1.254", Some(2))]
+        );
+    }
+
+    #[test]
+    fn gateways_behind_one_router_become_one_next_hop() {
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11", "10.0.2.12"])],
+            rack_kernel(),
+            &links(),
+        );
+        assert_eq!(written_hops(&p), vec![hop("10.0.1.254", Some(2))]);
+    }
+
+    #[test]
+    fn a_route_never_resolves_through_itself() {
+        // A learned 10.0.0.0/8 via 10.0.2.11: the gateway is inside the route itself, so the
+        // default route resolves it, not the route being written.
+        let mut k = rack_kernel();
+        let mut own = kroute("10.0.0.0/8", 44, Some(2));
+        own.scope = SCOPE_UNIVERSE;
+        own.gateway = Some(v4("10.0.1.99"));
+        k.push(own);
+        let p = plan(vec![via_route("10.0.0.0/8", &["10.0.2.11"])], k, &links());
+        assert_eq!(written_hops(&p), vec![hop("10.0.1.254", Some(2))]);
+    }
+
+    #[test]
+    fn a_gateway_without_a_route_defers_the_route_and_removes_its_old_one() {
+        let mut old = kroute("10.244.3.0/24", 44, Some(2));
+        old.scope = SCOPE_UNIVERSE;
+        old.gateway = Some(v4("10.0.1.254"));
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11"])],
+            vec![kroute("10.0.1.0/24", PROTO_KERNEL, Some(2)), old.clone()],
+            &links(),
+        );
+        assert_eq!(p.changes, vec![Change::Delete(old)]);
+        assert_eq!(
+            p.deferred,
+            vec![(
+                dst("10.244.3.0/24"),
+                Deferred::UnreachableGateway(vec![v4("10.0.2.11")])
+            )]
+        );
+    }
+
+    #[test]
+    fn a_gateway_behind_a_blackhole_defers_the_route() {
+        let mut k = rack_kernel();
+        let mut bh = kroute("10.0.2.0/24", 3, None);
+        bh.kind = RouteKind::Blackhole;
+        k.push(bh);
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11"])],
+            k,
+            &links(),
+        );
+        assert!(p.changes.is_empty(), "{p:?}");
+        assert_eq!(p.deferred.len(), 1);
+    }
+
+    #[test]
+    fn an_ecmp_route_keeps_the_next_hops_that_resolve() {
+        let mut k = vec![kroute("10.0.1.0/24", PROTO_KERNEL, Some(2))];
+        let mut rack2 = kroute("10.0.2.0/24", 3, Some(2));
+        rack2.scope = SCOPE_UNIVERSE;
+        rack2.gateway = Some(v4("10.0.1.254"));
+        k.push(rack2);
+        let p = plan(
+            vec![via_route("10.244.9.0/24", &["10.0.2.11", "10.0.9.11"])],
+            k,
+            &links(),
+        );
+        assert_eq!(written_hops(&p), vec![hop("10.0.1.254", Some(2))]);
+    }
+
+    #[test]
+    fn a_recursive_route_already_in_place_is_adopted() {
+        let mut k = rack_kernel();
+        let mut installed = kroute("10.244.3.0/24", 44, Some(2));
+        installed.scope = SCOPE_UNIVERSE;
+        installed.gateway = Some(v4("10.0.1.254"));
+        k.push(installed);
+        let p = plan(
+            vec![via_route("10.244.3.0/24", &["10.0.2.11"])],
+            k,
+            &links(),
+        );
+        assert!(p.changes.is_empty(), "{p:?}");
+        assert_eq!(p.in_place, 1);
+    }
+
+    #[test]
+    fn a_change_of_the_route_to_a_gateway_finds_the_routes_through_it() {
+        let mut t = RouteTable::new();
+        t.replace_all(vec![
+            via_route("10.244.3.0/24", &["10.0.2.11"]),
+            via_route("10.244.4.0/24", &["10.0.2.12", "10.0.1.12"]),
+            via_route("10.244.2.0/24", &["10.0.1.12"]),
+            workload("10.244.1.5/32", "cali1"),
+        ]);
+        let mut rack2 = t.dsts_via_gateways_in(dst("10.0.2.0/24"));
+        rack2.sort();
+        assert_eq!(rack2, vec![dst("10.244.3.0/24"), dst("10.244.4.0/24")]);
+        assert_eq!(t.dsts_via_gateways_in(dst("0.0.0.0/0")).len(), 4);
+        assert!(t.dsts_via_gateways_in(dst("10.244.3.0/24")).is_empty());
+        let host = t.dsts_via_gateways_in(dst("10.0.1.12/32"));
+        assert_eq!(host.len(), 2);
+    }
+
     #[test]
     fn a_written_route_matches_itself_once_mirrored() {
         let l = links();
@@ -1166,7 +1558,10 @@ mod tests {
                 },
             ]),
         ] {
-            let r = resolve(dst("10.70.0.0/26"), &target, &l, &own);
+            let mut k = KernelTable::new();
+            k.reset(vec![kroute("10.0.0.0/24", PROTO_KERNEL, Some(2))]);
+            let gws = GatewayRoutes::new(&k, [v4("10.0.0.12"), v4("10.0.0.13")]);
+            let r = resolve(dst("10.70.0.0/26"), &target, &l, &own, &gws);
             let Ok(r) = r else {
                 panic!("unresolved {target:?}")
             };
