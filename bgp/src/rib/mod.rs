@@ -27,7 +27,8 @@ pub use export::NextHopMode;
 
 use crate::prefix::{Family, Prefix};
 use crate::wire::{AsPath, LargeCommunity, NextHop, Nlri, Origin, PathAttributes, Update};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -166,7 +167,7 @@ pub struct Origination {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outbox {
     /// Coalesced changes, by prefix.
-    pub routes: BTreeMap<Prefix, Option<Export>>,
+    pub routes: HashMap<Prefix, Option<Export>>,
     /// End-of-RIB markers to send after `routes` (RFC 4724 §2).
     pub end_of_rib: Vec<Family>,
 }
@@ -551,7 +552,7 @@ impl Rib {
         let Some(session) = self.peers.get(&address).and_then(|e| e.session.clone()) else {
             return;
         };
-        let mut routes = BTreeMap::new();
+        let mut routes = HashMap::with_capacity(self.table.len());
         let mut cache = export::Cache::default();
         let prefixes: Vec<Prefix> = self.table.keys().copied().collect();
         for prefix in prefixes {

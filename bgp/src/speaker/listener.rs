@@ -14,6 +14,12 @@ use tokio::net::{TcpListener, TcpSocket};
 
 /// How many refused source addresses are remembered for logging once each.
 const LOGGED_SOURCES: usize = 4096;
+/// Pending connections the kernel queues before the accept loop takes them (capped by
+/// `net.core.somaxconn`). A reflector's clients all connect at once when it starts; with
+/// 128, a thousand clients overflowed it, their SYNs were dropped and retried seconds later,
+/// by when the reflector's own connections collided with theirs (docs/benchmarks.md,
+/// "Route reflector convergence").
+const BACKLOG: u32 = 4096;
 
 /// Binds `addr` and spawns the accept loop. Returns the task, the bound address, and a
 /// second descriptor of the listening socket (for per-peer TCP-MD5 keys).
@@ -27,7 +33,7 @@ pub(crate) fn spawn(
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    let listener = socket.listen(128)?;
+    let listener = socket.listen(BACKLOG)?;
     let bound = listener.local_addr()?;
     let fd = listener.as_fd().try_clone_to_owned()?;
     tracing::info!(%bound, "BGP listener up");
