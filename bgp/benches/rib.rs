@@ -86,6 +86,8 @@ fn ingest(rib: &mut Rib, updates: &[Update]) -> usize {
     let mut bytes = 0;
     for u in updates {
         rib.update(source, u);
+        drop(rib.take_changes());
+        drop(rib.take_woken());
     }
     for n in 0..CLIENTS {
         let outbox = rib.take_outbox(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + n)));
@@ -112,6 +114,9 @@ fn memory_per_path(n: u32) {
     rib.peer_up(session(2, PeerKind::Client));
     for u in &updates {
         rib.update(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), u);
+        // As the speaker does after every change: the changes go to subscribers.
+        drop(rib.take_changes());
+        drop(rib.take_woken());
     }
     let after = resident();
     println!(

@@ -111,8 +111,9 @@ pub struct PathFrom {
 /// One path to a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
-    /// The peer it came from; `None`: originated here.
-    pub from: Option<PathFrom>,
+    /// The peer it came from (shared by all its paths of one session); `None`: originated
+    /// here.
+    pub from: Option<Arc<PathFrom>>,
     /// Its ADD-PATH identifier (0 without ADD-PATH).
     pub path_id: u32,
     /// Its next hop (`None` for our own routes that use the session's address).
@@ -216,9 +217,13 @@ pub struct PeerCounts {
 #[derive(Debug, Default)]
 struct PeerEntry {
     session: Option<PeerSession>,
-    /// Facts of the last session, for paths that outlive it (stale).
-    from: Option<PathFrom>,
-    accepted: HashSet<Nlri>,
+    /// Facts of the last session, shared by its paths (which may outlive it, stale).
+    from: Option<Arc<PathFrom>>,
+    /// Paths of the peer in the table (no per-peer index of them is kept: a table holds
+    /// each path once, and what concerns one peer is found by a scan, on session changes).
+    accepted: u64,
+    /// Of those, the stale ones.
+    stale_paths: u64,
     refused: HashSet<Nlri>,
     disabled: BTreeSet<Family>,
     /// Families with stale paths.
@@ -349,12 +354,12 @@ impl Rib {
     /// state for go now (RFC 4724 §4.2).
     pub fn peer_up(&mut self, session: PeerSession) {
         let address = session.address;
-        let from = PathFrom {
+        let from = Arc::new(PathFrom {
             address,
             router_id: session.router_id,
             ebgp: session.kind == PeerKind::External,
             kind: session.kind,
-        };
+        });
         let entry = self.peers.entry(address).or_default();
         let kept: BTreeSet<Family> = session
             .restart
@@ -394,35 +399,17 @@ impl Rib {
         entry.advertised = 0;
         entry.eor.clear();
         entry.refused.clear();
-        let nlris: Vec<Nlri> = entry.accepted.iter().copied().collect();
-        let mut stale = Vec::new();
-        let mut gone = Vec::new();
-        for nlri in nlris {
-            if keep.contains(&nlri.prefix.family()) {
-                stale.push(nlri);
-            } else {
-                gone.push(nlri);
-            }
-        }
         for family in keep {
             entry.stale.insert(*family);
         }
-        for nlri in &gone {
-            entry.accepted.remove(nlri);
-        }
-        for nlri in stale {
-            self.modify(nlri.prefix, |paths| {
-                for p in paths.iter_mut() {
-                    if p.path_id == nlri.path_id.unwrap_or(0)
-                        && p.from.as_ref().is_some_and(|f| f.address == address)
-                    {
-                        p.stale = true;
-                    }
+        for (prefix, path_id, stale) in self.paths_of(address, None) {
+            if keep.contains(&prefix.family()) {
+                if !stale {
+                    self.mark_stale(address, prefix, path_id);
                 }
-            });
-        }
-        for nlri in gone {
-            self.remove_path(address, nlri);
+            } else {
+                self.remove_path(address, prefix, path_id);
+            }
         }
         self.check_deferral();
     }
@@ -445,28 +432,45 @@ impl Rib {
             Some(f) => entry.stale.take(&f).into_iter().collect(),
             None => std::mem::take(&mut entry.stale).into_iter().collect(),
         };
-        if families.is_empty() {
+        if families.is_empty() || entry.stale_paths == 0 {
             return;
         }
-        let candidates: Vec<Nlri> = entry
-            .accepted
-            .iter()
-            .filter(|n| families.contains(&n.prefix.family()))
-            .copied()
-            .collect();
-        for nlri in candidates {
-            let is_stale = self.table.get(&nlri.prefix).is_some_and(|d| {
-                d.paths.iter().any(|p| {
-                    p.stale
-                        && p.path_id == nlri.path_id.unwrap_or(0)
-                        && p.from.as_ref().is_some_and(|f| f.address == address)
-                })
-            });
-            if is_stale {
-                if let Some(entry) = self.peers.get_mut(&address) {
-                    entry.accepted.remove(&nlri);
+        for (prefix, path_id, stale) in self.paths_of(address, Some(&families)) {
+            if stale {
+                self.remove_path(address, prefix, path_id);
+            }
+        }
+    }
+
+    /// The paths of a peer in the table, of `families` or all: (prefix, path id, stale).
+    fn paths_of(&self, address: IpAddr, families: Option<&[Family]>) -> Vec<(Prefix, u32, bool)> {
+        let mut out = Vec::new();
+        for (prefix, dest) in &self.table {
+            if families.is_some_and(|f| !f.contains(&prefix.family())) {
+                continue;
+            }
+            for p in &dest.paths {
+                if p.from.as_ref().is_some_and(|f| f.address == address) {
+                    out.push((*prefix, p.path_id, p.stale));
                 }
-                self.remove_path(address, nlri);
+            }
+        }
+        out
+    }
+
+    fn mark_stale(&mut self, address: IpAddr, prefix: Prefix, path_id: u32) {
+        let mut marked = false;
+        self.modify(prefix, |paths| {
+            for p in paths.iter_mut() {
+                if !p.stale && same_source(p, address, path_id) {
+                    p.stale = true;
+                    marked = true;
+                }
+            }
+        });
+        if marked {
+            if let Some(e) = self.peers.get_mut(&address) {
+                e.stale_paths += 1;
             }
         }
     }
@@ -484,16 +488,8 @@ impl Rib {
         let Some(e) = self.peers.get(&address) else {
             return PeerCounts::default();
         };
-        let stale = if e.stale.is_empty() {
-            0
-        } else {
-            e.accepted
-                .iter()
-                .filter(|n| e.stale.contains(&n.prefix.family()))
-                .count() as u64
-        };
         let live = if e.session.is_some() {
-            e.accepted.len() as u64 - stale
+            e.accepted.saturating_sub(e.stale_paths)
         } else {
             0
         };
@@ -501,7 +497,7 @@ impl Rib {
             received: live + e.refused.len() as u64,
             accepted: live,
             advertised: e.advertised,
-            stale,
+            stale: e.stale_paths,
         }
     }
 
@@ -610,11 +606,8 @@ impl Rib {
         attrs.next_hop = None;
         let refused = self.refuses(&session, &attrs);
         let attrs = self.intern(attrs);
-        let from = PathFrom {
-            address,
-            router_id: session.router_id,
-            ebgp: session.kind == PeerKind::External,
-            kind: session.kind,
+        let Some(from) = self.peers.get(&address).and_then(|e| e.from.clone()) else {
+            return;
         };
         for (family, next_hop, nlri) in update.announced() {
             let disabled = self
@@ -628,19 +621,15 @@ impl Rib {
                 Some(nh) if !refused => {
                     if let Some(e) = self.peers.get_mut(&address) {
                         e.refused.remove(nlri);
-                        e.accepted.insert(*nlri);
                     }
                     let path = Path {
-                        from: Some(from.clone()),
+                        from: Some(Arc::clone(&from)),
                         path_id: nlri.path_id.unwrap_or(0),
                         next_hop: Some(nh),
                         attrs: Arc::clone(&attrs),
                         stale: false,
                     };
-                    self.modify(nlri.prefix, |paths| {
-                        paths.retain(|p| !same_source(p, address, path.path_id));
-                        paths.push(path);
-                    });
+                    self.put_path(address, nlri.prefix, path);
                 }
                 _ => {
                     // A loop (RFC 4271 §9.1.2, RFC 4456 §8): the announcement replaces
@@ -674,38 +663,65 @@ impl Rib {
     fn withdraw_path(&mut self, address: IpAddr, nlri: Nlri) {
         if let Some(e) = self.peers.get_mut(&address) {
             e.refused.remove(&nlri);
-            if !e.accepted.remove(&nlri) {
-                return;
-            }
         }
-        self.remove_path(address, nlri);
+        self.remove_path(address, nlri.prefix, nlri.path_id.unwrap_or(0));
     }
 
     fn drop_family(&mut self, address: IpAddr, family: Family) {
-        let gone: Vec<Nlri> = match self.peers.get_mut(&address) {
-            Some(e) => {
-                e.refused.retain(|n| n.prefix.family() != family);
-                let gone = e
-                    .accepted
-                    .iter()
-                    .filter(|n| n.prefix.family() == family)
-                    .copied()
-                    .collect();
-                e.accepted.retain(|n| n.prefix.family() != family);
-                gone
-            }
+        match self.peers.get_mut(&address) {
+            Some(e) => e.refused.retain(|n| n.prefix.family() != family),
             None => return,
-        };
-        for nlri in gone {
-            self.remove_path(address, nlri);
+        }
+        for (prefix, path_id, _) in self.paths_of(address, Some(&[family])) {
+            self.remove_path(address, prefix, path_id);
         }
     }
 
-    fn remove_path(&mut self, address: IpAddr, nlri: Nlri) {
-        let id = nlri.path_id.unwrap_or(0);
-        self.modify(nlri.prefix, |paths| {
-            paths.retain(|p| !same_source(p, address, id));
+    /// Adds or replaces the peer's path to `prefix`, keeping the peer's counters.
+    fn put_path(&mut self, address: IpAddr, prefix: Prefix, path: Path) {
+        let mut replaced = None;
+        self.modify(prefix, |paths| {
+            match paths
+                .iter()
+                .position(|p| same_source(p, address, path.path_id))
+            {
+                Some(i) => {
+                    replaced = Some(paths[i].stale);
+                    paths[i] = path;
+                }
+                None => paths.push(path),
+            }
         });
+        if let Some(e) = self.peers.get_mut(&address) {
+            match replaced {
+                None => e.accepted += 1,
+                Some(true) => e.stale_paths = e.stale_paths.saturating_sub(1),
+                Some(false) => {}
+            }
+        }
+    }
+
+    /// Removes the peer's path to `prefix`, if it has one, keeping the peer's counters.
+    fn remove_path(&mut self, address: IpAddr, prefix: Prefix, path_id: u32) {
+        let has = self
+            .table
+            .get(&prefix)
+            .is_some_and(|d| d.paths.iter().any(|p| same_source(p, address, path_id)));
+        if !has {
+            return;
+        }
+        let mut removed = None;
+        self.modify(prefix, |paths| {
+            if let Some(i) = paths.iter().position(|p| same_source(p, address, path_id)) {
+                removed = Some(paths.remove(i).stale);
+            }
+        });
+        if let (Some(stale), Some(e)) = (removed, self.peers.get_mut(&address)) {
+            e.accepted = e.accepted.saturating_sub(1);
+            if stale {
+                e.stale_paths = e.stale_paths.saturating_sub(1);
+            }
+        }
     }
 
     // ---- our own routes ------------------------------------------------------------------
@@ -944,30 +960,25 @@ impl Rib {
     /// The routes a peer announced (those in the table, stale ones included), in prefix
     /// order.
     pub fn received(&self, address: IpAddr) -> Vec<ReceivedRoute> {
-        let Some(entry) = self.peers.get(&address) else {
-            return Vec::new();
-        };
-        let mut nlris: Vec<Nlri> = entry.accepted.iter().copied().collect();
-        nlris.sort();
-        nlris
-            .into_iter()
-            .filter_map(|nlri| {
-                let dest = self.table.get(&nlri.prefix)?;
-                let id = nlri.path_id.unwrap_or(0);
-                let (i, p) = dest
-                    .paths
-                    .iter()
-                    .enumerate()
-                    .find(|(_, p)| same_source(p, address, id))?;
-                Some(ReceivedRoute {
-                    nlri,
-                    next_hop: p.next_hop,
-                    attrs: Arc::clone(&p.attrs),
-                    stale: p.stale,
-                    best: i == 0,
-                })
-            })
-            .collect()
+        let mut out: Vec<ReceivedRoute> = Vec::new();
+        for (prefix, dest) in &self.table {
+            for (i, p) in dest.paths.iter().enumerate() {
+                if p.from.as_ref().is_some_and(|f| f.address == address) {
+                    out.push(ReceivedRoute {
+                        nlri: Nlri {
+                            prefix: *prefix,
+                            path_id: (p.path_id != 0).then_some(p.path_id),
+                        },
+                        next_hop: p.next_hop,
+                        attrs: Arc::clone(&p.attrs),
+                        stale: p.stale,
+                        best: i == 0,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|r| r.nlri);
+        out
     }
 }
 

@@ -15,9 +15,9 @@ use tokio::net::{TcpListener, TcpSocket};
 /// How many refused source addresses are remembered for logging once each.
 const LOGGED_SOURCES: usize = 4096;
 /// Pending connections the kernel queues before the accept loop takes them (capped by
-/// `net.core.somaxconn`). A reflector's clients all connect at once when it starts; with
-/// 128, a thousand clients overflowed it, their SYNs were dropped and retried seconds later,
-/// by when the reflector's own connections collided with theirs (docs/benchmarks.md,
+/// `net.core.somaxconn`). A reflector's clients all connect at once when it starts: with
+/// 128, the 2,000 sessions of a thousand dual-stack clients overflowed it ~2,500 times
+/// (dropped connections, retried by the clients); with 4096, never (docs/benchmarks.md,
 /// "Route reflector convergence").
 const BACKLOG: u32 = 4096;
 
