@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tabby_felix::agent::{self, AgentOptions, Shared};
+use tabby_felix::policy::Backend;
 
 /// How policy is programmed (`--dataplane`).
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -28,8 +29,7 @@ pub struct Args {
     /// This node's name, as the Node object is named.
     #[arg(long, env = "NODENAME")]
     node_name: String,
-    /// Policy backend. (Network policy is not programmed yet: the flag is accepted for
-    /// forward compatibility.)
+    /// Network policy backend: nftables (table `inet tabby`) or iptables (chains `tabby-*`).
     #[arg(long, value_enum, default_value_t = Dataplane::Nftables)]
     dataplane: Dataplane,
     /// Address of the HTTP endpoints (/livez, /readyz, /metrics, /status).
@@ -80,6 +80,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut options = AgentOptions::new(&args.node_name);
     options.namespace = args.source.namespace.clone();
     options.hold_time = args.hold_time;
+    options.policy = Some(match args.dataplane {
+        Dataplane::Nftables => Backend::Nftables,
+        Dataplane::Iptables => Backend::Iptables,
+    });
     tracing::info!(node = %args.node_name, http = %args.http_listen, "node agent starting");
     let stop = async {
         if let Err(e) = crate::speaker_cmd::stop_signal().await {
@@ -110,6 +114,8 @@ pub(crate) fn route(shared: &Shared, backend: &str, path: &str) -> Response {
                     "datastore not in sync"
                 } else if !s.connected {
                     "datastore unreachable"
+                } else if s.policy.as_ref().is_some_and(|p| !p.programmed) {
+                    "policy not programmed"
                 } else {
                     "routes not programmed yet"
                 };
@@ -119,7 +125,10 @@ pub(crate) fn route(shared: &Shared, backend: &str, path: &str) -> Response {
         "/metrics" => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: shared.metrics.render(&shared.snapshot().routes),
+            body: {
+                let s = shared.snapshot();
+                shared.metrics.render(&s.routes, s.policy.as_ref())
+            },
         },
         "/status" => Response::json(&status_json(shared, backend)),
         _ => Response::text(404, "not found\n"),
@@ -150,7 +159,20 @@ fn status_json(shared: &Shared, backend: &str) -> Value {
             "learned": s.learned,
             "drift_repairs": s.routes.drift_repairs,
         },
-        "dataplane": { "backend": backend, "endpoints": s.endpoints, "policies": 0 },
+        "dataplane": {
+            "backend": backend,
+            "endpoints": s.endpoints,
+            "policies": s.policies,
+            "policies_refused": s.policies_refused,
+            "policy": s.policy.as_ref().map(|p| json!({
+                "programmed": p.programmed,
+                "chains": p.chains,
+                "sets": p.sets,
+                "set_members": p.members,
+                "drift_repairs": p.drift_repairs,
+                "last_error": p.last_error,
+            })),
+        },
         "at": s.at.map(rfc3339),
     })
 }

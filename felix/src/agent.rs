@@ -21,6 +21,7 @@ use crate::calc::Calc;
 use crate::interfaces::{InterfaceConfig, InterfaceManager, TunnelConfig};
 use crate::learned::Learned;
 use crate::metrics::{Metrics, PeerLabels};
+use crate::policy::{Backend, PolicyApplier, PolicyFeed, PolicyStatus};
 use crate::routes::{RouteManager, RouteManagerConfig, RouteStats};
 
 use std::net::Ipv4Addr;
@@ -53,6 +54,8 @@ pub struct AgentOptions {
     pub routes: RouteManagerConfig,
     /// Interface manager settings.
     pub interfaces: InterfaceConfig,
+    /// Network policy backend; `None`: no policy is programmed.
+    pub policy: Option<Backend>,
 }
 
 impl AgentOptions {
@@ -64,6 +67,7 @@ impl AgentOptions {
             hold_time: 90,
             routes: RouteManagerConfig::default(),
             interfaces: InterfaceConfig::default(),
+            policy: Some(Backend::Nftables),
         }
     }
 }
@@ -117,12 +121,18 @@ pub struct Snapshot {
     pub learned: usize,
     /// Originated blocks.
     pub originated: Vec<String>,
+    /// Network policies in force.
+    pub policies: usize,
+    /// Network policies refused (invalid or unsupported).
+    pub policies_refused: usize,
+    /// The policy applier, when policy is programmed.
+    pub policy: Option<PolicyStatus>,
     /// When the snapshot was taken.
     pub at: Option<SystemTime>,
 }
 
 impl Snapshot {
-    /// Ready: in sync, connected, and programmed.
+    /// Ready: in sync, connected, and programmed (routes and policy).
     pub fn ready(&self) -> bool {
         self.in_sync && self.connected && self.programmed
     }
@@ -155,6 +165,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let routes = RouteManager::start(options.routes.clone()).await?;
+    let mut feed = PolicyFeed::new(&options.node_name);
+    let policy = options.policy.map(PolicyApplier::start);
     let interfaces = InterfaceManager::start(options.interfaces.clone()).await?;
     let mut calc = Calc::with_secret_namespace(&options.node_name, &options.namespace);
     // Routes a previous run left in the kernel stay until BGP can replace them (graceful
@@ -209,6 +221,7 @@ pub async fn run(
                         }
                     }
                     calc.apply(&e);
+                    feed.apply(&e);
                     dirty = true;
                 }
                 None => return Err(AgentError::DatastoreStopped),
@@ -230,6 +243,10 @@ pub async fn run(
                 dirty = false;
                 batch_deadline = None;
                 if calc.in_sync() {
+                    // Nothing is programmed before the datastore is in sync.
+                    if let Some(p) = &policy {
+                        p.set(feed.ruleset());
+                    }
                     reconcile(
                         &options,
                         &calc,
@@ -247,11 +264,11 @@ pub async fn run(
                         }
                     }
                 }
-                publish(&shared, &calc, &learned, &bgp, &routes, connected);
+                publish(&shared, &calc, &learned, &bgp, &routes, connected, &feed, policy.as_ref());
             }
             _ = refresh.tick() => {
                 dirty |= release_preserved(&mut learned, &bgp, preserve_until);
-                publish(&shared, &calc, &learned, &bgp, &routes, connected);
+                publish(&shared, &calc, &learned, &bgp, &routes, connected, &feed, policy.as_ref());
             }
         }
     }
@@ -329,7 +346,11 @@ fn publish(
     bgp: &Option<Bgp>,
     routes: &RouteManager,
     connected: bool,
+    feed: &PolicyFeed,
+    policy: Option<&PolicyApplier>,
 ) {
+    let policy_status = policy.map(PolicyApplier::status);
+    let policy_ok = policy_status.as_ref().is_none_or(|p| p.programmed);
     let node = calc.node_info();
     let stats = routes.stats();
     let sync = routes.sync_state();
@@ -365,11 +386,14 @@ fn publish(
         node: calc.node_name().to_string(),
         in_sync: calc.in_sync(),
         connected,
-        programmed: calc.in_sync() && sync.in_sync,
+        programmed: calc.in_sync() && sync.in_sync && policy_ok,
         router_id: node.router_id,
         asn: Some(node.asn.0),
         peers,
         endpoints: calc.endpoints().len(),
+        policies: feed.policies(),
+        policies_refused: feed.refused().len(),
+        policy: policy_status,
         learned: learned.len(),
         originated: bgp
             .as_ref()

@@ -12,5 +12,6 @@ pub mod calc;
 pub mod interfaces;
 pub mod learned;
 pub mod metrics;
+pub mod policy;
 pub mod routes;
 mod tasks;

@@ -1,5 +1,6 @@
 //! The node agent's Prometheus metrics (`GET /metrics`), named after Felix's where one exists.
 
+use crate::policy::PolicyStatus;
 use crate::routes::manager::APPLY_LATENCY_BUCKETS;
 use crate::routes::RouteStats;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -88,8 +89,42 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, with the route manager's apply
     /// latency histogram (Felix: `felix_int_dataplane_apply_time_seconds`).
-    pub fn render(&self, routes: &RouteStats) -> String {
+    pub fn render(&self, routes: &RouteStats, policy: Option<&PolicyStatus>) -> String {
         let mut out = String::new();
+        if let Some(p) = policy {
+            // Counters and gauges of the policy applier (Felix has the same figures under
+            // iptables/nftables-specific names).
+            out.push_str(&format!(
+                "# HELP tabby_policy_apply_seconds Time spent applying policy changes.\n# TYPE tabby_policy_apply_seconds summary\ntabby_policy_apply_seconds_sum {}\ntabby_policy_apply_seconds_count {}\n",
+                p.apply_seconds, p.applies
+            ));
+            out.push_str(&format!(
+                "# HELP tabby_policy_drift_repairs Policy rules repaired after another tool changed them.\n# TYPE tabby_policy_drift_repairs counter\ntabby_policy_drift_repairs_total {}\n",
+                p.drift_repairs
+            ));
+            for (name, help, value) in [
+                ("tabby_policy_chains", "Policy chains programmed", p.chains),
+                ("tabby_policy_sets", "IP sets programmed", p.sets),
+                (
+                    "tabby_policy_set_members",
+                    "Members of the IP sets programmed",
+                    p.members,
+                ),
+                (
+                    "tabby_policy_endpoints",
+                    "Local endpoints with policy programmed",
+                    p.endpoints,
+                ),
+            ] {
+                out.push_str(&format!(
+                    "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "# HELP tabby_policy_programmed 1 when the last policy ruleset is in the kernel.\n# TYPE tabby_policy_programmed gauge\ntabby_policy_programmed {}\n",
+                u8::from(p.programmed)
+            ));
+        }
         out.push_str("# HELP felix_int_dataplane_apply_time_seconds Time taken to apply a batch of dataplane changes.\n");
         out.push_str("# TYPE felix_int_dataplane_apply_time_seconds histogram\n");
         for (bound, count) in APPLY_LATENCY_BUCKETS
@@ -141,7 +176,18 @@ mod tests {
                 kind: "mesh".into(),
             })
             .set(1);
-        let text = m.render(&stats);
+        let policy = PolicyStatus {
+            programmed: true,
+            drift_repairs: 2,
+            members: 7,
+            ..PolicyStatus::default()
+        };
+        let text = m.render(&stats, Some(&policy));
+        assert!(
+            text.contains("tabby_policy_drift_repairs_total 2"),
+            "{text}"
+        );
+        assert!(text.contains("tabby_policy_set_members 7"), "{text}");
         assert!(
             text.contains("felix_int_dataplane_apply_time_seconds_count 1"),
             "{text}"

@@ -2,8 +2,8 @@
 //! rr1) converges with every pod reaching every pod; restarting a node agent, or stopping the
 //! reflector, loses no ping between racks (graceful restart); `lab down` leaves nothing
 //! behind, also after a kill -9 of `lab up`; two labs run side by side; a bad topology is
-//! refused before anything is built. The policy check is written against policy programming
-//! in `tabby node` and ignored until it lands.
+//! refused before anything is built; a default-deny and an allow policy written into the
+//! lab's datastore change the reachability matrix exactly.
 //!
 //! Each test runs the `tabby` binary (`tabby lab up ...`) as a user would, under a lab name
 //! of its own, and reads the running lab through the `tabby-lab` library. A guard runs
@@ -326,7 +326,6 @@ fn pod<'a>(lab: &'a Lab, name: &str) -> &'a tabby_lab::topology::Pod {
 }
 
 #[test]
-#[ignore = "needs tabby node to program policy: acl is not wired into felix yet"]
 fn a_default_deny_and_an_allow_policy_change_the_matrix_exactly() -> Result<()> {
     if skip()? {
         return Ok(());

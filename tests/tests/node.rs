@@ -324,3 +324,60 @@ fn restarting_an_agent_during_a_ping_loses_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// Fail closed (shared/DESIGN.md §2): a workload interface that no Pod object owns (a pod the
+/// CNI wired but the datastore does not know) gets nothing through, and stays so while the
+/// agent is stopped; the known pods keep talking meanwhile.
+#[test]
+fn an_unknown_workload_interface_is_dropped_also_while_the_agent_is_stopped() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let mut c = cluster("nd6")?;
+    wait_until(
+        Duration::from_secs(30),
+        "every pod reaches every other pod",
+        &c.parties(),
+        || all_pairs_reach(&c),
+    )?;
+    let ghost = Pod::wire(&c.lan.nodes[0].ns, "default", "ghost", &[ip("10.244.1.50")])?;
+    // Let the agent see the interface (it is not an endpoint: no Pod object).
+    std::thread::sleep(Duration::from_secs(2));
+    // The replies could not come back anyway (the node has no route to the ghost), so what
+    // counts is whether the requests reach the remote pod: its host-side interface's
+    // transmit counter on node2.
+    let (remote_pod, _) = &c.pods[2];
+    let remote = remote_pod.ips[0];
+    let delivered = || -> Result<u64> {
+        let path = format!(
+            "/sys/class/net/{}/statistics/tx_packets",
+            remote_pod.host_if
+        );
+        Ok(run(command_in(c.lan.nodes[1].ns.name(), "cat").arg(&path))?
+            .trim()
+            .parse()?)
+    };
+    let before = delivered()?;
+    for _ in 0..3 {
+        ghost.ping(remote);
+    }
+    assert!(
+        delivered()? < before + 3,
+        "the unknown interface's packets got through"
+    );
+    c.agents[0].daemon.stop("TERM", Duration::from_secs(10))?;
+    let before = delivered()?;
+    for _ in 0..3 {
+        ghost.ping(remote);
+    }
+    assert!(
+        delivered()? < before + 3,
+        "the unknown interface's packets got through while the agent is stopped"
+    );
+    let known = &c.pods[0].0;
+    assert!(
+        known.ping(remote),
+        "a known pod lost its traffic while the agent is stopped"
+    );
+    Ok(())
+}
