@@ -264,11 +264,11 @@ pub async fn run(
                         }
                     }
                 }
-                publish(&shared, &calc, &learned, &bgp, &routes, connected, &feed, policy.as_ref());
+                publish(&shared, &calc, &learned, &bgp, &routes, connected, (&feed, policy.as_ref()));
             }
             _ = refresh.tick() => {
                 dirty |= release_preserved(&mut learned, &bgp, preserve_until);
-                publish(&shared, &calc, &learned, &bgp, &routes, connected, &feed, policy.as_ref());
+                publish(&shared, &calc, &learned, &bgp, &routes, connected, (&feed, policy.as_ref()));
             }
         }
     }
@@ -346,8 +346,7 @@ fn publish(
     bgp: &Option<Bgp>,
     routes: &RouteManager,
     connected: bool,
-    feed: &PolicyFeed,
-    policy: Option<&PolicyApplier>,
+    (feed, policy): (&PolicyFeed, Option<&PolicyApplier>),
 ) {
     let policy_status = policy.map(PolicyApplier::status);
     let policy_ok = policy_status.as_ref().is_none_or(|p| p.programmed);
