@@ -6,6 +6,7 @@ mod http;
 mod lab_cmd;
 mod logging;
 mod node_cmd;
+mod policy_cmd;
 mod route_reflector_cmd;
 mod speaker_cmd;
 mod status_cmd;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the node agent: routes, interfaces and BGP from the datastore.
     Node(node_cmd::Args),
+    /// Network policy: `tabby policy explain` (the verdict on one connection, and why).
+    Policy(policy_cmd::PolicyArgs),
     /// Run a standalone route reflector: BGP sessions from the datastore, no dataplane.
     RouteReflector(route_reflector_cmd::Args),
     /// Run a standalone BGP speaker until SIGTERM or SIGINT.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Command::Node(args) => node_cmd::run(args),
+        Command::Policy(args) => policy_cmd::run(args),
         Command::RouteReflector(args) => route_reflector_cmd::run(args),
         Command::Speaker(args) => speaker_cmd::run(args),
         Command::Status(args) => status_cmd::status(args),
