@@ -5,6 +5,7 @@ use clap::{Args as ClapArgs, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tabby_lab::topology::{PeerKind, Role};
 use tabby_lab::{build, topology, LabError, Layout, RunOptions, Topology};
 
 /// `tabby lab` flags.
@@ -55,7 +56,8 @@ enum LabCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Stop a host's process (tabby node, tabby route-reflector or BIRD) and start it again.
+    /// Stop a host's process (tabby node, tabby route-reflector, BIRD or GoBGP) and start it
+    /// again.
     Restart {
         #[command(flatten)]
         name: NameArg,
@@ -107,7 +109,8 @@ fn run_options(log_level: &str) -> anyhow::Result<RunOptions> {
 
 /// The lab needs root (namespaces) and a few programs; say which is missing, and how to
 /// get it, before anything is built.
-fn preflight(needs_bird: bool) -> anyhow::Result<()> {
+fn preflight(daemons: &[PeerKind]) -> anyhow::Result<()> {
+    let needs = |kind: PeerKind| daemons.contains(&kind);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()
@@ -122,8 +125,11 @@ fn preflight(needs_bird: bool) -> anyhow::Result<()> {
         ("ping", "iputils-ping"),
         ("sysctl", "procps"),
     ];
-    if needs_bird {
+    if needs(PeerKind::Bird) {
         programs.extend([("bird", "bird2"), ("birdc", "bird2")]);
+    }
+    if needs(PeerKind::Gobgp) {
+        programs.extend([("gobgpd", "gobgpd"), ("gobgp", "gobgpd")]);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let missing: Vec<String> = programs
@@ -199,7 +205,7 @@ fn dispatch(command: LabCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Down { name } => {
-            preflight(false)?;
+            preflight(&[])?;
             let layout = Layout::new(&name.name);
             if !build::exists(&layout) {
                 say(&format!("no lab named {:?}: nothing to remove", name.name));
@@ -243,7 +249,15 @@ fn up(file: Option<&Path>, name: &str, timeout: u64, log_level: &str) -> anyhow:
         ),
     };
     let lab = topology.resolve(name, &source, &base)?;
-    preflight(lab.hosts.iter().any(|h| h.is_peer()))?;
+    let daemons: Vec<PeerKind> = lab
+        .hosts
+        .iter()
+        .filter_map(|h| match h.role {
+            Role::Peer { daemon, .. } => Some(daemon),
+            _ => None,
+        })
+        .collect();
+    preflight(&daemons)?;
     let run = run_options(log_level)?;
     say(&format!("building lab {name:?} from {source}"));
     let layout = tabby_lab::up(&lab, &run, &say)?;

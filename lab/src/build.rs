@@ -81,6 +81,7 @@ pub fn create(
         layout.pids_dir(),
         layout.dir().join("logs"),
         layout.dir().join("bird"),
+        layout.dir().join("gobgp"),
     ] {
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
     }
@@ -163,11 +164,13 @@ pub fn create(
         let what = match &h.role {
             Role::Node { .. } => "node".to_string(),
             Role::Reflector { .. } => "route reflector".to_string(),
-            Role::Peer { as_number, .. } => format!("external peer (BIRD, AS {as_number})"),
+            Role::Peer {
+                as_number, daemon, ..
+            } => format!("external peer ({}, AS {as_number})", daemon.label()),
         };
         say(&format!("{what} {} ({})", h.name, addrs.join(", ")));
         match h.role {
-            Role::Peer { .. } => wire_router(layout, h)?,
+            Role::Peer { daemon, .. } => wire_router(lab, layout, h, daemon)?,
             _ => wire_host_routes(layout, h)?,
         }
     }
@@ -202,8 +205,12 @@ pub fn create(
 
     for h in lab.hosts.iter().filter(|h| h.is_peer()) {
         let pid = start(lab, layout, h, run)?;
+        let daemon = match h.role {
+            Role::Peer { daemon, .. } => daemon.label(),
+            _ => "?",
+        };
         say(&format!(
-            "started BIRD on {} (pid {pid}, log {})",
+            "started {daemon} on {} (pid {pid}, log {})",
             h.name,
             layout.log(&h.name).display()
         ));
@@ -262,8 +269,9 @@ fn wire_host_routes(layout: &Layout, h: &Host) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Forwarding on an external router.
-fn wire_router(layout: &Layout, h: &Host) -> Result<(), LabError> {
+/// Forwarding on an external router; for GoBGP, which cannot write the kernel's FIB, the
+/// routes it would install ([`crate::gobgp::static_routes`]).
+fn wire_router(lab: &Lab, layout: &Layout, h: &Host, daemon: PeerKind) -> Result<(), LabError> {
     let ns = layout.host_netns(&h.name);
     sysctl_in(
         &ns,
@@ -272,6 +280,26 @@ fn wire_router(layout: &Layout, h: &Host) -> Result<(), LabError> {
             ("net.ipv6.conf.all.forwarding".to_string(), "1"),
         ],
     )?;
+    if daemon == PeerKind::Gobgp {
+        for r in crate::gobgp::static_routes(lab, h) {
+            let family = if r.prefix.is_ipv6() { "-6" } else { "-4" };
+            ip_in(
+                &ns,
+                &[
+                    family,
+                    "route",
+                    "add",
+                    &r.prefix.to_string(),
+                    "via",
+                    &r.gateway.to_string(),
+                    "dev",
+                    &r.dev,
+                    "proto",
+                    "static",
+                ],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -357,8 +385,9 @@ fn wire_pod(layout: &Layout, p: &Pod) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Starts the process of a host (BIRD, `tabby node` or `tabby route-reflector`) detached,
-/// logging to its own file; records its pid.
+/// Starts the process of a host (BIRD, GoBGP, `tabby node` or `tabby route-reflector`)
+/// detached, logging to its own file; records its pid. For GoBGP, also waits for its API
+/// and originates the router's connected subnets ([`crate::gobgp::originated`]).
 pub fn start(lab: &Lab, layout: &Layout, h: &Host, run: &RunOptions) -> Result<u32, LabError> {
     let ns = layout.host_netns(&h.name);
     let datastore = format!("file:{}", layout.datastore().display());
@@ -374,6 +403,24 @@ pub fn start(lab: &Lab, layout: &Layout, h: &Host, run: &RunOptions) -> Result<u
             let _ = std::fs::remove_file(&ctl);
             let mut c = command_in(&ns, "bird");
             c.arg("-f").arg("-c").arg(&conf).arg("-s").arg(&ctl);
+            c
+        }
+        Role::Peer {
+            daemon: PeerKind::Gobgp,
+            ..
+        } => {
+            let conf = layout.gobgp_conf(&h.name);
+            write(&conf, &crate::gobgp::config(lab, h))?;
+            let mut c = command_in(&ns, "gobgpd");
+            c.arg("-f").arg(&conf).args([
+                "-t",
+                "toml",
+                "-p",
+                "-l",
+                "info",
+                "--pprof-disable",
+                &format!("--api-hosts=127.0.0.1:{}", crate::gobgp::API_PORT),
+            ]);
             c
         }
         Role::Node { .. } | Role::Reflector { .. } => {
@@ -393,7 +440,45 @@ pub fn start(lab: &Lab, layout: &Layout, h: &Host, run: &RunOptions) -> Result<u
     };
     let pid = spawn_detached(cmd, &layout.log(&h.name))?;
     write(&layout.pid_file(&h.name), &format!("{pid}\n"))?;
+    if let Role::Peer {
+        daemon: PeerKind::Gobgp,
+        ..
+    } = h.role
+    {
+        originate(lab, layout, h, pid)?;
+    }
     Ok(pid)
+}
+
+/// Waits (10 s at most) for a just started gobgpd to answer on its API, then has it
+/// originate the router's connected subnets. gobgpd keeps them until it stops; a restart
+/// goes through [`start`] again.
+fn originate(lab: &Lab, layout: &Layout, h: &Host, pid: u32) -> Result<(), LabError> {
+    let ns = layout.host_netns(&h.name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sys::run(&mut crate::gobgp::cli(&ns, &["global"])) {
+            Ok(_) => break,
+            Err(e) if !sys::alive(pid) || Instant::now() >= deadline => {
+                return Err(LabError::Sys(sys::SysError::Failed {
+                    command: format!("gobgpd on {}", h.name),
+                    stderr: format!(
+                        "it does not answer on its API (its log: {}): {e}",
+                        layout.log(&h.name).display()
+                    ),
+                }));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    for net in crate::gobgp::originated(lab, h) {
+        let family = if net.is_ipv6() { "ipv6" } else { "ipv4" };
+        sys::run(&mut crate::gobgp::cli(
+            &ns,
+            &["global", "rib", "add", "-a", family, &net.to_string()],
+        ))?;
+    }
+    Ok(())
 }
 
 /// The pid of a host's process, if it runs and is the lab's (its command line names the

@@ -5,7 +5,7 @@
 //! a netns per segment switch, node, reflector, peer and pod), acts as the CNI plugin for the
 //! pods, writes the resources a cluster would hold into the lab's file datastore
 //! ([`resources`]), starts one `tabby node` per node, one `tabby route-reflector` per
-//! reflector and BIRD per external peer, each detached and logging to its own file, then
+//! reflector and BIRD or GoBGP per external peer, each detached and logging to its own file, then
 //! waits for BGP to converge and measures pod-to-pod reachability ([`probe`]).
 //! [`build::down`] removes everything, from the lab's name alone ([`state`]).
 
@@ -13,6 +13,7 @@
 
 pub mod bird;
 pub mod build;
+pub mod gobgp;
 pub mod net;
 pub mod probe;
 pub mod resources;

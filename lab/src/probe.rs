@@ -1,11 +1,12 @@
 //! Looking at a running lab: each process's sessions (tabby's `/status` read from inside its
-//! netns, BIRD's `birdc show protocols`), routes, and a pod-to-pod reachability matrix
+//! netns, BIRD's `birdc show protocols`, GoBGP's `gobgp neighbor -j` on its API inside its
+//! netns), routes, and a pod-to-pod reachability matrix
 //! measured with real pings.
 
 use crate::build::{running_pid, RunOptions};
 use crate::state::Layout;
 use crate::sys::{command_in, ip_in, run};
-use crate::topology::{Host, Lab, Role};
+use crate::topology::{Host, Lab, PeerKind, Role};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 pub struct Session {
     /// The peer (address, or BIRD protocol name and address).
     pub peer: String,
-    /// `mesh`, `peer`, `rr-client`, `reflector` (tabby) or `bgp` (BIRD).
+    /// `mesh`, `peer`, `rr-client`, `reflector` (tabby) or `bgp` (BIRD, GoBGP).
     pub kind: String,
     /// RFC 4271 state name.
     pub state: String,
@@ -29,7 +30,7 @@ pub struct Session {
 pub struct HostStatus {
     /// Host name.
     pub name: String,
-    /// `node`, `reflector` or `bird`.
+    /// `node`, `reflector`, `bird` or `gobgp`.
     pub role: &'static str,
     /// The process runs.
     pub running: bool,
@@ -45,6 +46,9 @@ pub struct HostStatus {
     pub routes: Option<u64>,
     /// Why its status could not be read.
     pub error: Option<String>,
+    /// GoBGP: prefixes the lab routes statically on the router that its RIB does not hold
+    /// (BGP has not, or not yet, given it what the kernel routes say).
+    pub missing_routes: Vec<String>,
 }
 
 impl HostStatus {
@@ -94,6 +98,13 @@ impl HostStatus {
         }
         let want: BTreeMap<&str, usize> =
             self.expected_kinds.iter().map(|(k, n)| (*k, *n)).collect();
+        if !self.missing_routes.is_empty() {
+            return Some(format!(
+                "{}: not in GoBGP's RIB: {}",
+                self.name,
+                self.missing_routes.join(", ")
+            ));
+        }
         if kinds != want {
             let show = |m: &BTreeMap<&str, usize>| {
                 m.iter()
@@ -205,7 +216,14 @@ pub fn host_status(lab: &Lab, layout: &Layout, run_opts: &RunOptions, h: &Host) 
         role: match h.role {
             Role::Node { .. } => "node",
             Role::Reflector { .. } => "reflector",
-            Role::Peer { .. } => "bird",
+            Role::Peer {
+                daemon: PeerKind::Bird,
+                ..
+            } => "bird",
+            Role::Peer {
+                daemon: PeerKind::Gobgp,
+                ..
+            } => "gobgp",
         },
         running: running_pid(layout, &h.name).is_some(),
         ready: None,
@@ -214,8 +232,19 @@ pub fn host_status(lab: &Lab, layout: &Layout, run_opts: &RunOptions, h: &Host) 
         expected_kinds: expected_kinds(lab, h),
         routes: None,
         error: None,
+        missing_routes: Vec::new(),
     };
     if !s.running {
+        return s;
+    }
+    if matches!(
+        h.role,
+        Role::Peer {
+            daemon: PeerKind::Gobgp,
+            ..
+        }
+    ) {
+        gobgp_status(lab, &ns, h, &mut s);
         return s;
     }
     if h.is_peer() {
@@ -236,16 +265,7 @@ pub fn host_status(lab: &Lab, layout: &Layout, run_opts: &RunOptions, h: &Host) 
             }
             Err(e) => s.error = Some(e.to_string()),
         }
-        let count = |family: &str| {
-            ip_in(&ns, &[family, "route", "show", "proto", "bird"])
-                .map(|o| {
-                    o.lines()
-                        .filter(|l| !l.starts_with(char::is_whitespace))
-                        .count() as u64
-                })
-                .unwrap_or(0)
-        };
-        s.routes = Some(count("-4") + count("-6"));
+        s.routes = Some(count_routes(&ns, "bird"));
         return s;
     }
     let mut c = command_in(&ns, &run_opts.tabby.to_string_lossy());
@@ -274,6 +294,76 @@ pub fn host_status(lab: &Lab, layout: &Layout, run_opts: &RunOptions, h: &Host) 
     s
 }
 
+/// Counts the routes of protocol `proto` in `ns` (IPv4 and IPv6; multipath continuation
+/// lines are not routes).
+fn count_routes(ns: &str, proto: &str) -> u64 {
+    ["-4", "-6"]
+        .iter()
+        .map(|family| {
+            ip_in(ns, &[family, "route", "show", "proto", proto])
+                .map(|o| {
+                    o.lines()
+                        .filter(|l| !l.starts_with(char::is_whitespace))
+                        .count() as u64
+                })
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// GoBGP's sessions (named as BIRD's would be), the routes the lab wrote for it, and the
+/// statically routed prefixes its RIB does not hold.
+fn gobgp_status(lab: &Lab, ns: &str, h: &Host, s: &mut HostStatus) {
+    let names: BTreeMap<IpAddr, String> = crate::bird::sessions(lab, h)
+        .into_iter()
+        .map(|x| (x.neighbor, x.protocol))
+        .collect();
+    let read = run(&mut crate::gobgp::cli(ns, &["neighbor", "-j"]))
+        .map_err(|e| e.to_string())
+        .and_then(|out| crate::gobgp::neighbor_states(&out));
+    match read {
+        Ok(states) => {
+            s.sessions = states
+                .into_iter()
+                .map(|(addr, state)| Session {
+                    peer: names
+                        .get(&addr)
+                        .cloned()
+                        .unwrap_or_else(|| addr.to_string()),
+                    kind: "bgp".to_string(),
+                    state,
+                })
+                .collect();
+        }
+        Err(e) => {
+            s.error = Some(e);
+            return;
+        }
+    }
+    s.routes = Some(count_routes(ns, "static"));
+    let mut rib = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        match run(&mut crate::gobgp::cli(
+            ns,
+            &["global", "rib", "-a", family, "-j"],
+        ))
+        .map_err(|e| e.to_string())
+        .and_then(|out| crate::gobgp::rib_prefixes(&out))
+        {
+            Ok(p) => rib.extend(p),
+            Err(e) => {
+                s.error = Some(e);
+                return;
+            }
+        }
+    }
+    s.missing_routes = crate::gobgp::static_routes(lab, h)
+        .iter()
+        .filter(|r| !rib.contains(&r.prefix))
+        .map(|r| r.prefix.to_string())
+        .collect();
+}
+
 /// The status of every process of the lab.
 pub fn statuses(lab: &Lab, layout: &Layout, run_opts: &RunOptions) -> Vec<HostStatus> {
     std::thread::scope(|scope| {
@@ -296,6 +386,7 @@ pub fn statuses(lab: &Lab, layout: &Layout, run_opts: &RunOptions) -> Vec<HostSt
                     expected_kinds: BTreeMap::new(),
                     routes: None,
                     error: Some("status probe panicked".to_string()),
+                    missing_routes: Vec::new(),
                 })
             })
             .collect()
@@ -326,6 +417,9 @@ pub fn render_statuses(statuses: &[HostStatus]) -> String {
         let _ = writeln!(out, "{} ({})", s.name, head.join(", "));
         if let Some(e) = &s.error {
             let _ = writeln!(out, "  error: {e}");
+        }
+        if !s.missing_routes.is_empty() {
+            let _ = writeln!(out, "  not in GoBGP's RIB: {}", s.missing_routes.join(", "));
         }
         let width = s.sessions.iter().map(|x| x.peer.len()).max().unwrap_or(0);
         for x in &s.sessions {

@@ -14,6 +14,7 @@
 //!   logs/<host>.log   one log per process
 //!   pids/<host>.pid   one pid per process
 //!   bird/<host>.conf  BIRD configs (and their control sockets, .ctl)
+//!   gobgp/<host>.toml GoBGP configs
 //! ```
 
 use crate::topology::{Lab, Pod};
@@ -89,6 +90,11 @@ impl Layout {
     /// A BIRD control socket.
     pub fn bird_ctl(&self, host: &str) -> PathBuf {
         self.dir.join("bird").join(format!("{host}.ctl"))
+    }
+
+    /// A GoBGP config.
+    pub fn gobgp_conf(&self, host: &str) -> PathBuf {
+        self.dir.join("gobgp").join(format!("{host}.toml"))
     }
 
     /// The prefix of all this lab's netns names.

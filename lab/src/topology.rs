@@ -182,6 +182,18 @@ pub struct ReflectorSpec {
 pub enum PeerKind {
     /// BIRD 2.
     Bird,
+    /// GoBGP (`gobgpd`); the lab writes its kernel routes (see [`crate::gobgp`]).
+    Gobgp,
+}
+
+impl PeerKind {
+    /// The daemon's name, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Bird => "BIRD",
+            PeerKind::Gobgp => "GoBGP",
+        }
+    }
 }
 
 /// An external BGP router (a top-of-rack router): eBGP with every node on its segments and
@@ -191,7 +203,7 @@ pub enum PeerKind {
 pub struct PeerSpec {
     /// Name.
     pub name: String,
-    /// The daemon; `bird` if unset.
+    /// The daemon, `bird` or `gobgp`; `bird` if unset.
     #[serde(default = "default_peer_kind")]
     pub kind: PeerKind,
     /// Its AS.

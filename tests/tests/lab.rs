@@ -3,7 +3,8 @@
 //! reflector, loses no ping between racks (graceful restart); `lab down` leaves nothing
 //! behind, also after a kill -9 of `lab up`; two labs run side by side; a bad topology is
 //! refused before anything is built; a default-deny and an allow policy written into the
-//! lab's datastore change the reachability matrix exactly.
+//! lab's datastore change the reachability matrix exactly; a topology with a GoBGP
+//! top-of-rack router converges with every pod reaching every pod, and leaves nothing behind.
 //!
 //! Each test runs the `tabby` binary (`tabby lab up ...`) as a user would, under a lab name
 //! of its own, and reads the running lab through the `tabby-lab` library. A guard runs
@@ -464,5 +465,93 @@ fn stopping_the_route_reflector_keeps_routes_and_its_return_restores_everything(
     tabby_lab::build::start(&l, &layout, l.host("rr1").unwrap(), &run)?;
     let report = tabby_lab::converge(&l, &layout, &run, Duration::from_secs(60), &|_| {})?;
     report.check(Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// Two racks, rack1 behind a GoBGP top-of-rack router and rack2 behind a BIRD one, and a
+/// standalone reflector on core (the example of docs/lab.md).
+const GOBGP: &str = "\
+segments:
+  - {name: core, subnet: 10.0.0.0/24, subnet6: 'fd00::/64'}
+  - {name: rack1, subnet: 10.0.1.0/24, subnet6: 'fd00:1::/64'}
+  - {name: rack2, subnet: 10.0.2.0/24, subnet6: 'fd00:2::/64'}
+nodes:
+  - {name: node1, segment: rack1}
+  - {name: node2, segment: rack1}
+  - {name: node3, segment: rack2}
+  - {name: node4, segment: rack2}
+reflectors:
+  - {name: rr1, segment: core}
+peers:
+  - {name: tor1, kind: gobgp, asNumber: 65001, segments: [rack1, core]}
+  - {name: tor2, kind: bird, asNumber: 65002, segments: [rack2, core]}
+pods:
+  - {name: web-1, node: node1}
+  - {name: web-2, node: node2}
+  - {name: web-3, node: node3}
+  - {name: web-4, node: node4}
+";
+
+/// `tabby lab up` of the GoBGP topology, from a file of its own.
+fn up_gobgp(lab: &LabGuard) -> Result<String> {
+    let dir = std::env::temp_dir().join(&lab.name);
+    let topo = write_topology(&dir, GOBGP);
+    let result = lab.up(Some(&topo));
+    std::fs::remove_dir_all(&dir)?;
+    result
+}
+
+#[test]
+fn a_gobgp_top_of_rack_router_converges_with_full_reachability() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let lab = LabGuard::new("gobgp");
+    let out = up_gobgp(&lab)?;
+    assert!(
+        out.contains("external peer (GoBGP, AS 65001) tor1"),
+        "{out}"
+    );
+    assert!(out.contains("every pod reaches every pod"), "{out}");
+    let (l, layout) = (lab.lab(), lab.layout());
+    let run = tabby_lab::RunOptions {
+        tabby: tabby_bin()?,
+        log_level: "info".into(),
+    };
+    let tor1 = probe::host_status(&l, &layout, &run, l.host("tor1").unwrap());
+    assert_eq!(tor1.role, "gobgp");
+    // Its two nodes and tor2, over IPv4 and IPv6; GoBGP's RIB holds every prefix the lab
+    // routes for it (the node blocks of both racks and rack2's subnets).
+    assert_eq!(tor1.established(), 6, "{tor1:?}");
+    assert!(tor1.problem().is_none(), "{tor1:?}");
+    assert_eq!(tor1.routes, Some(10), "{tor1:?}");
+    let m = probe::matrix(&l, &layout, Instant::now() + Duration::from_secs(10));
+    assert!(m.full(), "unreachable: {:?}\n{}", m.failures, m.render());
+    let probes = m.cells.iter().flatten().filter(|c| c.v4.is_some()).count()
+        + m.cells.iter().flatten().filter(|c| c.v6.is_some()).count();
+    assert_eq!(probes, 4 * 4 * 2, "every pair, IPv4 and IPv6");
+    Ok(())
+}
+
+#[test]
+fn lab_down_leaves_nothing_of_a_gobgp_top_of_rack_router() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let lab = LabGuard::new("gbdn");
+    up_gobgp(&lab)?;
+    let (l, layout) = (lab.lab(), lab.layout());
+    assert!(
+        tabby_lab::build::running_pid(&layout, "tor1").is_some(),
+        "gobgpd runs before down"
+    );
+    let out = lab.tabby(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = leftovers(&l, &layout);
+    assert!(left.is_empty(), "left behind: {left:#?}");
     Ok(())
 }
