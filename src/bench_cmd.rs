@@ -42,6 +42,9 @@ enum What {
     /// Route programming and idle CPU of the route manager against `ip -batch` (needs root;
     /// creates and deletes its own network namespaces).
     Routes(RoutesArgs),
+    /// Route reflector convergence and memory with N clients, tabby against BIRD 2 (needs
+    /// root; creates and deletes its own network namespaces).
+    Reflector(crate::bench_reflector::ReflectorArgs),
 }
 
 /// `tabby bench routes` flags.
@@ -83,7 +86,10 @@ enum Inner {
 
 /// Runs `tabby bench`.
 pub fn run(args: Args) -> ExitCode {
-    let What::Routes(args) = args.what;
+    let args = match args.what {
+        What::Routes(args) => args,
+        What::Reflector(args) => return crate::bench_reflector::run(args),
+    };
     if let Err(e) = args.validate() {
         eprintln!("tabby: {e}");
         return ExitCode::from(2);
@@ -406,12 +412,12 @@ static NAMESPACES: Mutex<Option<BTreeSet<String>>> = Mutex::new(Some(BTreeSet::n
 static NEXT_NS: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace created by the benchmark, deleted when dropped.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn create() -> anyhow::Result<Netns> {
+    pub(crate) fn create() -> anyhow::Result<Netns> {
         let name = format!(
             "tabby-bench-{}-{}",
             std::process::id(),
@@ -428,7 +434,7 @@ impl Netns {
     }
 
     /// Runs an `ip -batch` script in the namespace (setup; not timed).
-    fn batch(&self, script: &str) -> anyhow::Result<()> {
+    pub(crate) fn batch(&self, script: &str) -> anyhow::Result<()> {
         let out = feed(
             Command::new("ip").args(["-n", &self.name, "-batch", "-"]),
             script.to_string(),
@@ -465,7 +471,7 @@ fn delete_netns(name: &str) {
         .status();
 }
 
-fn cleanup_all() {
+pub(crate) fn cleanup_all() {
     let mut live = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
     for name in live.take().unwrap_or_default() {
         delete_netns(&name);
@@ -642,13 +648,13 @@ fn feed(cmd: &mut Command, input: String) -> anyhow::Result<std::process::Output
     Ok(out)
 }
 
-fn run_cmd(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn run_cmd(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().context("cannot run ip")?;
     check(&out, "ip")?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn check(out: &std::process::Output, what: &str) -> anyhow::Result<()> {
+pub(crate) fn check(out: &std::process::Output, what: &str) -> anyhow::Result<()> {
     if !out.status.success() {
         bail!(
             "{what} failed ({}): {}",
@@ -692,7 +698,7 @@ fn median_fields(runs: &[Value]) -> Value {
     Value::Object(out)
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -1,6 +1,7 @@
 //! The `tabby` command: parses the command line and dispatches to the subcommands.
 
 mod bench_cmd;
+mod bench_reflector;
 mod datastore_cmd;
 mod http;
 mod lab_cmd;
@@ -41,7 +42,8 @@ enum Command {
     Routes(status_cmd::RoutesArgs),
     /// Look at the datastore: what tabby reads, and the CRDs it needs.
     Datastore(datastore_cmd::DatastoreArgs),
-    /// Benchmarks: `tabby bench routes` (route programming against `ip -batch`; root).
+    /// Benchmarks: `tabby bench routes` (route programming against `ip -batch`) and
+    /// `tabby bench reflector` (route reflector convergence against BIRD); root.
     Bench(bench_cmd::Args),
     /// Multi-node topologies in network namespaces: `tabby lab up|status|exec|down` (root).
     Lab(lab_cmd::Args),

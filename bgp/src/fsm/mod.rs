@@ -820,10 +820,14 @@ impl Peer {
             .find(|c| c.id != id && c.state >= ConnState::OpenConfirm)
             .map(|c| (c.id, c.state, c.direction));
         if let Some((other_id, other_state, other_direction)) = other {
-            let loser = if other_state == ConnState::Established {
-                // "collision with existing BGP connection that is in the Established state
-                // causes closing of the newly created connection".
-                id
+            let restarted = open
+                .capabilities
+                .iter()
+                .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.restarting));
+            let loser = if other_state == ConnState::Established && restarted {
+                // RFC 4724 §4.2: the peer restarted (Restart State bit): its old session is
+                // gone; the new connection replaces it.
+                other_id
             } else if other_direction == self.conns[i].direction {
                 other_id
             } else if u32::from(self.config.router_id) < u32::from(open.bgp_id) {
@@ -838,13 +842,31 @@ impl Peer {
             } else {
                 other_id
             };
+            // Against an Established connection the BGP Identifier rule applies too (RFC 4271
+            // §6.8 allows it, "CollisionDetectEstablishedState"): when both sides raced, one
+            // may have reached Established on the connection the other resolved against;
+            // both following the rule keeps the same connection on both sides, where closing
+            // "the newly created connection" would leave none.
             if let Some(j) = self.find(loser) {
                 let conn = self.conns.remove(j);
-                let cease =
-                    Notification::cease(crate::wire::cease::CONNECTION_COLLISION_RESOLUTION);
-                self.actions
-                    .push_back(Action::Send(conn.id, Message::Notification(cease)));
-                self.actions.push_back(Action::Close(conn.id));
+                if conn.state == ConnState::Established && restarted {
+                    self.actions.push_back(Action::Close(conn.id));
+                } else {
+                    let cease =
+                        Notification::cease(crate::wire::cease::CONNECTION_COLLISION_RESOLUTION);
+                    self.actions
+                        .push_back(Action::Send(conn.id, Message::Notification(cease)));
+                    self.actions.push_back(Action::Close(conn.id));
+                }
+                if conn.state == ConnState::Established {
+                    // The session ends; the surviving connection brings up the next one. For
+                    // graceful restart this is a lost connection (RFC 4724 §4.2).
+                    self.actions.push_back(Action::Down {
+                        reason: DownReason::ConnectionLost,
+                        was_established: true,
+                    });
+                    self.stable_at = None;
+                }
             }
             if loser == id {
                 return;
@@ -977,7 +999,16 @@ impl Peer {
         }
         self.actions.push_back(Action::Close(conn.id));
         let was_established = conn.state == ConnState::Established;
-        if !was_established && self.has_open_conn() {
+        if self.has_open_conn() {
+            // Another connection is on its way to a session (a collision's survivor, or the
+            // peer reconnecting): let it go on.
+            if was_established {
+                self.actions.push_back(Action::Down {
+                    reason,
+                    was_established,
+                });
+                self.stable_at = None;
+            }
             return;
         }
         self.close_all();

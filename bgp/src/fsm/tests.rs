@@ -306,7 +306,9 @@ fn collision_keeps_the_connection_from_the_higher_identifier() {
 }
 
 #[test]
-fn collision_with_an_established_session_closes_the_new_connection() {
+fn a_new_connection_of_the_peer_in_the_same_direction_replaces_its_established_session() {
+    // The peer opened a connection again while its session with us is up: for the peer, the
+    // old one is gone (it restarted, or lost the connection without us noticing).
     let mut pair = Pair::new(
         config(65000, A_ID, 65000),
         Config {
@@ -316,19 +318,93 @@ fn collision_with_an_established_session_closes_the_new_connection() {
     );
     pair.start();
     let established = pair.b.session().unwrap().conn;
-    // A second connection from A arrives at B while the session is up.
     let now = pair.now;
     let second = pair.b.incoming(now);
     let open = pair.a.local_open();
     pair.b.handle_message(second, Message::Open(open), now);
     let actions = drain(&mut pair.b);
+    assert!(actions.contains(&Action::Close(established)));
+    assert!(actions.contains(&Action::Down {
+        reason: DownReason::ConnectionLost,
+        was_established: true
+    }));
+    assert!(actions.contains(&Action::Send(second, Message::Keepalive)));
+}
+
+#[test]
+fn a_collision_race_lost_while_established_keeps_the_higher_identifiers_connection() {
+    // A (lower identifier) reached Established on the connection it opened, then the OPEN
+    // of B's connection arrives: B keeps its own (RFC 4271 §6.8), so A must too, or the two
+    // would close different connections and keep none.
+    let mut pair = Pair::new(
+        config(65000, A_ID, 65000),
+        Config {
+            passive: true,
+            ..config(65000, B_ID, 65000)
+        },
+    );
+    pair.start();
+    let established = pair.a.session().unwrap().conn;
+    let now = pair.now;
+    let from_b = pair.a.incoming(now);
+    let open = pair.b.local_open();
+    pair.a.handle_message(from_b, Message::Open(open), now);
+    let actions = drain(&mut pair.a);
     assert_eq!(
         sent_notification(&actions),
         Some(Notification::cease(cease::CONNECTION_COLLISION_RESOLUTION))
     );
-    assert!(actions.contains(&Action::Close(second)));
+    assert!(actions.contains(&Action::Close(established)));
+    assert!(actions.contains(&Action::Send(from_b, Message::Keepalive)));
+}
+
+#[test]
+fn a_peer_back_with_the_restart_state_bit_replaces_its_established_session() {
+    // RFC 4724 §4.2: A restarted (its old session is gone for it) and connects; B still holds
+    // the old session, on the connection B opened. The identifier rule alone would refuse A.
+    let mut pair = Pair::new(
+        Config {
+            passive: true,
+            ..config(65000, A_ID, 65000)
+        },
+        config(65000, B_ID, 65000),
+    );
+    pair.start();
+    let established = pair.b.session().unwrap().conn;
+    let now = pair.now;
+    let from_a = pair.b.incoming(now);
+    pair.a.set_restarting(true);
+    let open = pair.a.local_open();
+    pair.b.handle_message(from_a, Message::Open(open), now);
+    let actions = drain(&mut pair.b);
+    assert!(actions.contains(&Action::Close(established)));
+    assert!(
+        sent_notification(&actions).is_none(),
+        "the old connection is dead anyway"
+    );
+    assert!(actions.contains(&Action::Send(from_a, Message::Keepalive)));
+}
+
+#[test]
+fn a_collision_with_an_established_session_from_the_higher_identifier_closes_the_new_one() {
+    // B (higher identifier) is Established on the connection B opened; a connection A opens
+    // later loses by the identifier rule.
+    let mut pair = Pair::new(
+        Config {
+            passive: true,
+            ..config(65000, A_ID, 65000)
+        },
+        config(65000, B_ID, 65000),
+    );
+    pair.start();
+    let established = pair.b.session().unwrap().conn;
+    let now = pair.now;
+    let from_a = pair.b.incoming(now);
+    let open = pair.a.local_open();
+    pair.b.handle_message(from_a, Message::Open(open), now);
+    let actions = drain(&mut pair.b);
+    assert!(actions.contains(&Action::Close(from_a)));
     assert_eq!(pair.b.session().unwrap().conn, established);
-    assert_eq!(pair.b.state(), State::Established);
 }
 
 #[test]
