@@ -1,90 +1,27 @@
 //! Policy programming cost (issue 6's shape): a cluster of 10,000 pods in 100 namespaces and
-//! 1,000 Kubernetes NetworkPolicies, 200 of the pods local to this node.
+//! 1,000 Kubernetes NetworkPolicies, 200 of the pods local to this node (see `common/`).
 //!
 //! - `compile/*`: the pure work: the compiler's ruleset, nft rendering and the diff, for a
-//!   first apply and for one pod label change.
-//! - `nft/*` (root only, in a network namespace the bench creates and deletes): a first full
-//!   apply into an empty table, one incremental apply after a label change, and, for the
-//!   ratio, regenerating and loading the whole ruleset after that same change.
+//!   first apply, one pod label change and one policy edit.
+//! - `nft/*` and `iptables/*` (root only, in a network namespace the bench creates and
+//!   deletes): a first full apply into an empty table, one incremental apply after a pod
+//!   label change and after a policy edit, and, for the ratio, regenerating and loading the
+//!   whole ruleset after that same change, in the same run.
 //!
 //! `cargo bench -p tabby-acl --bench apply -- --warm-up-time 1 --measurement-time 5`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
+mod common;
 
+use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{cluster, edit, toggle};
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde_json::json;
-use tabby_acl::iptables::IptablesApplier;
+use tabby_acl::iptables::{self, IptState, IptablesApplier};
 use tabby_acl::nft::{self, NftApplier};
-use tabby_acl::{Compiler, Dataplane, Endpoint, EndpointKind, Exec, Policy, Settings};
-
-const PODS: u32 = 10_000;
-const NAMESPACES: u32 = 100;
-const POLICIES: u32 = 1_000;
-const LOCAL: u32 = 200;
-
-fn pod(i: u32, extra: Option<(&str, &str)>) -> Endpoint {
-    let mut labels = BTreeMap::from([
-        ("app".to_owned(), format!("app-{}", i % 50)),
-        ("tier".to_owned(), format!("tier-{}", i % 7)),
-    ]);
-    if let Some((k, v)) = extra {
-        labels.insert(k.into(), v.into());
-    }
-    Endpoint {
-        kind: EndpointKind::Workload,
-        namespace: Some(format!("ns-{}", i % NAMESPACES)),
-        name: format!("pod-{i}"),
-        // The first 200 pods are local: two per namespace, every policy applies to some.
-        iface: (i < LOCAL).then(|| format!("cali{i:011x}")),
-        addrs: vec![IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))],
-        labels,
-        ports: vec![],
-    }
-}
-
-fn policy(i: u32) -> Policy {
-    let np = serde_json::from_value(json!({
-        "metadata": {"name": format!("p-{i}"), "namespace": format!("ns-{}", i % NAMESPACES)},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}},
-            "ingress": [
-                {"from": [{"podSelector": {"matchLabels": {"tier": format!("tier-{}", i % 7)}}},
-                          {"namespaceSelector": {"matchLabels": {"team": format!("t-{}", i % 10)}}}],
-                 "ports": [{"port": 80}, {"port": 8000 + (i % 100) as i32, "endPort": 8100}]},
-                {"from": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": [format!("192.168.{}.0/24", i % 256)]}}]}
-            ]
-        }
-    }))
-    .unwrap();
-    Policy::from_k8s(&np).unwrap()
-}
-
-fn cluster() -> Compiler {
-    let mut c = Compiler::new(Settings::default());
-    for n in 0..NAMESPACES {
-        c.upsert_namespace(
-            &format!("ns-{n}"),
-            BTreeMap::from([("team".to_owned(), format!("t-{}", n % 10))]),
-        );
-    }
-    for i in 0..PODS {
-        c.upsert_endpoint(pod(i, None));
-    }
-    for i in 0..POLICIES {
-        c.upsert_policy(policy(i));
-    }
-    c
-}
-
-/// A remote pod's label change that moves it into one more selector set.
-fn toggle(c: &mut Compiler, on: bool) {
-    c.upsert_endpoint(pod(5007, on.then_some(("tier", "tier-3"))));
-}
+use tabby_acl::{Compiler, Dataplane, Exec, Ruleset};
 
 fn compile(cr: &mut Criterion) {
     let mut c = cluster();
@@ -93,19 +30,27 @@ fn compile(cr: &mut Criterion) {
     g.bench_function("first apply: ruleset + render + diff", |b| {
         b.iter(|| nft::diff(&nft::NftState::default(), &nft::render(&c.ruleset())).len())
     });
-    let mut on = false;
     let mut cache = nft::RenderCache::new();
     let mut before = nft::render_cached(&c.ruleset(), &mut cache);
-    g.bench_function("label change: update + ruleset + render + diff", |b| {
-        b.iter(|| {
-            on = !on;
-            toggle(&mut c, on);
-            let after = nft::render_cached(&c.ruleset(), &mut cache);
-            let n = nft::diff(&before, &after).len();
-            before = after;
-            n
-        })
-    });
+    for (what, change) in [
+        ("label change", toggle as fn(&mut Compiler, bool)),
+        ("policy edit", edit),
+    ] {
+        let mut on = false;
+        g.bench_function(format!("{what}: update + ruleset + render + diff"), |b| {
+            b.iter(|| {
+                on = !on;
+                change(&mut c, on);
+                let after = nft::render_cached(&c.ruleset(), &mut cache);
+                let n = nft::diff(&before, &after).len();
+                before = after;
+                n
+            })
+        });
+        // Back to the starting point for the next change.
+        change(&mut c, false);
+        before = nft::render_cached(&c.ruleset(), &mut cache);
+    }
     g.finish();
 }
 
@@ -117,6 +62,37 @@ impl Drop for Ns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// The baseline of nftables: regenerate everything and load it as one transaction that
+/// replaces the table.
+fn nft_full_reload(exec: &Exec, rs: &Ruleset) {
+    let script = nft::diff(&nft::NftState::default(), &nft::render(rs));
+    let mut text = String::from("add table inet tabby\ndelete table inet tabby\n");
+    for l in script {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    exec.run("nft", &["-f", "-"], &text).unwrap();
+}
+
+/// The baseline of iptables: regenerate everything and load it: every set created (or
+/// kept) and filled, every chain of both families declared (so flushed) and refilled.
+fn iptables_full_reload(exec: &Exec, rs: &Ruleset) {
+    let new = iptables::render(rs);
+    let (sets, _) = iptables::ipset_scripts(&IptState::default(), &new);
+    exec.run("ipset", &["restore"], &sets).unwrap();
+    let hooks: BTreeSet<String> = ["FORWARD", "INPUT", "OUTPUT"].map(String::from).into();
+    for (tool, chains) in [
+        ("iptables-restore", &new.v4),
+        ("ip6tables-restore", &new.v6),
+    ] {
+        let script = iptables::restore_script(&Default::default(), chains, &hooks);
+        exec.run(tool, &["--noflush"], &script).unwrap();
+    }
+}
+
+type Change = fn(&mut Compiler, bool);
+const CHANGES: [(&str, Change); 2] = [("a label change", toggle), ("a policy edit", edit)];
 
 fn kernel(cr: &mut Criterion) {
     let name = format!("tb-bench-{}", std::process::id());
@@ -152,29 +128,34 @@ fn kernel(cr: &mut Criterion) {
         "ruleset: {} chains, {} sets, {} set members",
         stats.chains, stats.sets, stats.members
     );
-    let mut on = false;
-    g.bench_function("incremental apply after a label change", |b| {
-        b.iter(|| {
-            on = !on;
-            toggle(&mut c, on);
-            applier.apply(&c.ruleset()).unwrap()
-        })
-    });
-    g.bench_function("full reload after a label change (baseline)", |b| {
-        b.iter(|| {
-            on = !on;
-            toggle(&mut c, on);
-            // Regenerate everything and load it as one transaction that replaces the table.
-            let script = nft::diff(&nft::NftState::default(), &nft::render(&c.ruleset()));
-            let mut text = String::from("add table inet tabby\ndelete table inet tabby\n");
-            for l in script {
-                text.push_str(&l);
-                text.push('\n');
-            }
-            exec.run("nft", &["-f", "-"], &text).unwrap()
-        })
-    });
+    for (what, change) in CHANGES {
+        change(&mut c, true);
+        let stats = applier.apply(&c.ruleset()).unwrap();
+        eprintln!("{what}: a transaction of {} lines", stats.lines);
+        change(&mut c, false);
+        applier.apply(&c.ruleset()).unwrap();
+        let mut on = false;
+        g.bench_function(format!("incremental apply after {what}"), |b| {
+            b.iter(|| {
+                on = !on;
+                change(&mut c, on);
+                applier.apply(&c.ruleset()).unwrap()
+            })
+        });
+        g.bench_function(format!("full reload after {what} (baseline)"), |b| {
+            b.iter(|| {
+                on = !on;
+                change(&mut c, on);
+                nft_full_reload(&exec, &c.ruleset())
+            })
+        });
+        change(&mut c, false);
+        // The baseline replaced the table behind the applier's back: start it afresh.
+        applier = NftApplier::new(exec.clone());
+        applier.apply(&c.ruleset()).unwrap();
+    }
     g.finish();
+    applier.remove().unwrap();
 
     let mut g = cr.benchmark_group("iptables");
     g.sample_size(10);
@@ -193,13 +174,31 @@ fn kernel(cr: &mut Criterion) {
         })
     });
     applier.apply(&rs).unwrap();
-    g.bench_function("incremental apply after a label change", |b| {
-        b.iter(|| {
-            on = !on;
-            toggle(&mut c, on);
-            applier.apply(&c.ruleset()).unwrap()
-        })
-    });
+    for (what, change) in CHANGES {
+        change(&mut c, true);
+        let stats = applier.apply(&c.ruleset()).unwrap();
+        eprintln!("{what}: a transaction of {} lines", stats.lines);
+        change(&mut c, false);
+        applier.apply(&c.ruleset()).unwrap();
+        let mut on = false;
+        g.bench_function(format!("incremental apply after {what}"), |b| {
+            b.iter(|| {
+                on = !on;
+                change(&mut c, on);
+                applier.apply(&c.ruleset()).unwrap()
+            })
+        });
+        g.bench_function(format!("full reload after {what} (baseline)"), |b| {
+            b.iter(|| {
+                on = !on;
+                change(&mut c, on);
+                iptables_full_reload(&exec, &c.ruleset())
+            })
+        });
+        change(&mut c, false);
+        applier = IptablesApplier::new(exec.clone());
+        applier.apply(&c.ruleset()).unwrap();
+    }
     g.finish();
 }
 

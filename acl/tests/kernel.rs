@@ -638,7 +638,9 @@ fn removing_leaves_nothing_of_ours_in_either_backend() {
     let mut nft = NftApplier::new(exec.clone());
     nft.apply(&rs).unwrap();
     nft.remove().unwrap();
-    assert!(node.exec(&["nft", "list", "table", "inet", "tabby"]).is_err());
+    assert!(node
+        .exec(&["nft", "list", "table", "inet", "tabby"])
+        .is_err());
     let mut ipt = IptablesApplier::new(exec);
     ipt.apply(&rs).unwrap();
     ipt.remove().unwrap();
@@ -646,5 +648,8 @@ fn removing_leaves_nothing_of_ours_in_either_backend() {
         let saved = node.exec(&[tool, "-t", "filter"]).unwrap();
         assert!(!saved.contains("tabby"), "{tool}: {saved}");
     }
-    assert!(!node.exec(&["ipset", "list", "-n"]).unwrap().contains("tabby"));
+    assert!(!node
+        .exec(&["ipset", "list", "-n"])
+        .unwrap()
+        .contains("tabby"));
 }
