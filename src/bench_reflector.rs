@@ -625,12 +625,21 @@ impl Topology {
 /// clients' process needs the most: per client two speakers, each with a listener (two
 /// descriptors) and up to two connections while a collision is resolved.
 fn in_netns(ns: &Netns, n: u32) -> Command {
-    let files = 16 * u64::from(n) + 4096;
+    // Never above our own hard limit: raising it needs CAP_SYS_RESOURCE, which a container's
+    // root may lack.
+    let files = (16 * u64::from(n) + 4096).min(hard_nofile().unwrap_or(u64::MAX));
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name, "prlimit"])
         .arg(format!("--nofile={files}:{files}"))
         .arg("--");
     cmd
+}
+
+/// The hard limit of open files of this process (`Max open files` of /proc/self/limits).
+fn hard_nofile() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(4)?.parse().ok()
 }
 
 fn run_one(
