@@ -45,6 +45,10 @@ enum What {
     /// Route reflector convergence and memory with N clients, tabby against BIRD 2 (needs
     /// root; creates and deletes its own network namespaces).
     Reflector(crate::bench_reflector::ReflectorArgs),
+    /// The RIB at scale behind a route reflector (a full table to 10 clients, 200 clients of
+    /// 64 prefixes), tabby against BIRD 2 and GoBGP (needs root; creates and deletes its own
+    /// network namespaces).
+    Rib(crate::bench_rib::RibArgs),
 }
 
 /// `tabby bench routes` flags.
@@ -89,6 +93,7 @@ pub fn run(args: Args) -> ExitCode {
     let args = match args.what {
         What::Routes(args) => args,
         What::Reflector(args) => return crate::bench_reflector::run(args),
+        What::Rib(args) => return crate::bench_rib::run(args),
     };
     if let Err(e) = args.validate() {
         eprintln!("tabby: {e}");
@@ -96,7 +101,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let result = match args.inner {
         Some(kind) => inner(&args, kind),
-        None => outer_with_signals(args),
+        None => crate::bench_proc::with_signals(args, outer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -476,27 +481,6 @@ pub(crate) fn cleanup_all() {
     for name in live.take().unwrap_or_default() {
         delete_netns(&name);
     }
-}
-
-/// The outer part on a blocking thread, the main thread waiting for it or for a signal.
-fn outer_with_signals(args: RoutesArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let work = tokio::task::spawn_blocking(move || outer(&args));
-        let code = tokio::select! {
-            r = work => return r?,
-            _ = int.recv() => 130,
-            _ = term.recv() => 143,
-        };
-        cleanup_all();
-        eprintln!("tabby: interrupted; benchmark namespaces deleted");
-        std::process::exit(code)
-    })
 }
 
 // ---------------------------------------------------------------------------------------

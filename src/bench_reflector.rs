@@ -26,16 +26,16 @@
 //! holds all 2N prefixes; also from the start of the clients. Every client's completion is
 //! taken from its own table change stream, not by polling.
 
-use crate::bench_cmd::{check, cleanup_all, machine, run_cmd, Netns};
+use crate::bench_cmd::{check, machine, run_cmd, Netns};
+use crate::bench_proc::{Guarded, Scratch};
 use anyhow::{bail, Context as _};
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tabby_bgp::speaker::{PeerConfig, Speaker, SpeakerConfig, BGP_PORT};
 use tabby_bgp::wire::NextHop;
@@ -119,7 +119,7 @@ pub fn run(args: ReflectorArgs) -> ExitCode {
     }
     let result = match args.inner {
         Some(InnerPart::Clients) => inner(&args),
-        None => outer_with_signals(args),
+        None => crate::bench_proc::with_signals(args, outer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -413,138 +413,6 @@ fn status_kib(status: &Path, key: &str) -> Option<u64> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Processes and scratch directories, ended and deleted on drop and on SIGINT/SIGTERM.
-
-/// Pids of live children; `None` once a signal has cleaned up.
-static CHILDREN: Mutex<Option<Vec<u32>>> = Mutex::new(Some(Vec::new()));
-/// Scratch directories of this process.
-static SCRATCH: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static NEXT_SCRATCH: AtomicU32 = AtomicU32::new(0);
-
-/// A child process, killed (SIGTERM, then SIGKILL) when dropped.
-struct Guarded {
-    child: Child,
-}
-
-impl Guarded {
-    fn spawn(cmd: &mut Command) -> anyhow::Result<Guarded> {
-        let mut live = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(pids) = live.as_mut() else {
-            bail!("interrupted");
-        };
-        let child = cmd.spawn()?;
-        pids.push(child.id());
-        Ok(Guarded { child })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Exited already?
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    fn stop(&mut self, grace: Duration) {
-        if !self.exited() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.pid().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let t0 = Instant::now();
-            while !self.exited() && t0.elapsed() < grace {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut live = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pids) = live.as_mut() {
-            pids.retain(|p| *p != self.child.id());
-        }
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
-    }
-}
-
-/// A directory for a contender's configuration and logs, deleted when dropped.
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn create() -> anyhow::Result<Scratch> {
-        let path = std::env::temp_dir().join(format!(
-            "tabby-bench-reflector-{}-{}",
-            std::process::id(),
-            NEXT_SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        SCRATCH
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(path.clone());
-        Ok(Scratch { path })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-        SCRATCH
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != self.path);
-    }
-}
-
-fn cleanup_everything() {
-    let pids = CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .unwrap_or_default();
-    for pid in pids {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-    cleanup_all();
-    for dir in SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-/// The outer part on a blocking thread, the main thread waiting for it or for a signal.
-fn outer_with_signals(args: ReflectorArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let work = tokio::task::spawn_blocking(move || outer(&args));
-        let code = tokio::select! {
-            r = work => return r?,
-            _ = int.recv() => 130,
-            _ = term.recv() => 143,
-        };
-        cleanup_everything();
-        eprintln!("tabby: interrupted; benchmark processes, namespaces and files deleted");
-        std::process::exit(code)
-    })
-}
-
-// ---------------------------------------------------------------------------------------
 // The outer part: namespaces, the reflector, the clients, the report.
 
 fn outer(args: &ReflectorArgs) -> anyhow::Result<()> {
@@ -650,7 +518,7 @@ fn run_one(
 ) -> anyhow::Result<Value> {
     let n = args.clients;
     let topo = Topology::create(n)?;
-    let scratch = Scratch::create()?;
+    let scratch = Scratch::create("reflector")?;
     let log = scratch.path.join("reflector.log");
     let log_file = std::fs::File::create(&log)?;
     let mut cmd = in_netns(&topo.reflector, n);

@@ -1,7 +1,9 @@
 //! The `tabby` command: parses the command line and dispatches to the subcommands.
 
 mod bench_cmd;
+mod bench_proc;
 mod bench_reflector;
+mod bench_rib;
 mod datastore_cmd;
 mod http;
 mod lab_cmd;
