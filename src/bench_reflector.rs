@@ -67,6 +67,11 @@ pub struct ReflectorArgs {
     /// Print only JSON lines (one per run and contender, then a summary).
     #[arg(long)]
     json: bool,
+    /// Light clients: minimal sessions that count the blocks they receive instead of full
+    /// speakers holding the table (whose memory grows with the square of the clients); for
+    /// thousands of clients.
+    #[arg(long)]
+    light: bool,
     /// Internal: the clients, run inside their namespace by the outer process.
     #[arg(long, hide = true, value_enum)]
     inner: Option<InnerPart>,
@@ -193,7 +198,12 @@ fn owner(prefix: &Prefix) -> Option<(u32, NextHop)> {
 
 fn inner(args: &ReflectorArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(run_clients(args.clients, Duration::from_secs(args.timeout)))?;
+    let timeout = Duration::from_secs(args.timeout);
+    let result = if args.light {
+        runtime.block_on(run_light_clients(args.clients, timeout))?
+    } else {
+        runtime.block_on(run_clients(args.clients, timeout))?
+    };
     println!("{result}");
     // Dropping a few thousand sessions one by one takes longer than the process exit does.
     std::process::exit(0)
@@ -204,6 +214,40 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
     }
+}
+
+async fn run_light_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
+    let started = SystemTime::now();
+    let cpu0 = own_cpu_ticks()?;
+    let mut sessions = Vec::with_capacity(2 * n as usize);
+    for i in 0..n {
+        sessions.push(crate::bench_light::LightSession {
+            index: i,
+            local: IpAddr::V4(client_v4(i)),
+            router_id: client_v4(i),
+            reflector: IpAddr::V4(RR_V4),
+            block: block_v4(i),
+            family: Family::Ipv4Unicast,
+        });
+        sessions.push(crate::bench_light::LightSession {
+            index: i,
+            local: IpAddr::V6(client_v6(i)),
+            router_id: client_v4(i),
+            reflector: IpAddr::V6(RR_V6),
+            block: block_v6(i),
+            family: Family::Ipv6Unicast,
+        });
+    }
+    let mut result = crate::bench_light::run(sessions, n, timeout, owner, started).await?;
+    let cpu_s = own_cpu_ticks()?.saturating_sub(cpu0) as f64 / TICKS_PER_SECOND;
+    if let Some(o) = result.as_object_mut() {
+        o.insert("clients_cpu_s".into(), json!(cpu_s));
+        o.insert(
+            "clients_peak_rss_kib".into(),
+            json!(status_kib(Path::new("/proc/self/status"), "VmHWM:")),
+        );
+    }
+    Ok(result)
 }
 
 async fn run_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
@@ -575,6 +619,7 @@ fn run_one(
         .args(["bench", "reflector", "--inner", "clients"])
         .args(["--clients", &n.to_string()])
         .args(["--timeout", &args.timeout.to_string()])
+        .args(args.light.then_some("--light"))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),

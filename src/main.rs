@@ -1,6 +1,7 @@
 //! The `tabby` command: parses the command line and dispatches to the subcommands.
 
 mod bench_cmd;
+mod bench_light;
 mod bench_proc;
 mod bench_reflector;
 mod bench_rib;
