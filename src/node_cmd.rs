@@ -38,6 +38,10 @@ pub struct Args {
     /// Hold time proposed to BGP peers, in seconds.
     #[arg(long, default_value_t = 90)]
     hold_time: u16,
+    /// Where the kernel's sysctls are (the host's /proc/sys mounted elsewhere lets an
+    /// unprivileged container write them: its own /proc/sys is read-only).
+    #[arg(long, default_value = "/proc/sys")]
+    sysctl_root: std::path::PathBuf,
 }
 
 /// Runs `tabby node`.
@@ -80,6 +84,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut options = AgentOptions::new(&args.node_name);
     options.namespace = args.source.namespace.clone();
     options.hold_time = args.hold_time;
+    options.interfaces.sysctl_root = args.sysctl_root.clone();
     options.policy = Some(match args.dataplane {
         Dataplane::Nftables => Backend::Nftables,
         Dataplane::Iptables => Backend::Iptables,
