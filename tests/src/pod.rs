@@ -138,6 +138,19 @@ impl Pod {
         )
     }
 
+    /// Starts pinging `to` (IPv4) from inside the pod 10 times a second, `count` pings, in
+    /// the background; [`Pinging::summary`] waits for the end.
+    pub fn ping_loop(&self, to: IpAddr, count: u32) -> Result<Pinging> {
+        let child = self
+            .netns
+            .command("ping")
+            .args(["-4", "-i", "0.1", "-c", &count.to_string(), "-W", "1"])
+            .arg(to.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        Ok(Pinging(child))
+    }
+
     /// Pings `to` once from inside the pod; true when it answered.
     pub fn ping(&self, to: IpAddr) -> bool {
         let family = if to.is_ipv6() { "-6" } else { "-4" };
@@ -147,6 +160,24 @@ impl Pod {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+}
+
+/// A ping running in the background (see [`Pod::ping_loop`]).
+#[derive(Debug)]
+pub struct Pinging(std::process::Child);
+
+impl Pinging {
+    /// Waits for the pings to end; ping's summary line (`N packets transmitted, M received,
+    /// L% packet loss, ...`).
+    pub fn summary(self) -> Result<String> {
+        let out = self.0.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("no ping summary")
+            .to_string())
     }
 }
 

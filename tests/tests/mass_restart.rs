@@ -155,21 +155,7 @@ fn killing_every_node_of_a_mesh_at_once_loses_no_ping_and_converges_in_seconds()
         &m.parties(),
         || Ok(m.converged()? && m.reach()?),
     )?;
-    let ping = m.pods[0]
-        .netns
-        .command("ping")
-        .args([
-            "-4",
-            "-i",
-            "0.1",
-            "-c",
-            "100",
-            "-W",
-            "1",
-            &pod_ip(3).to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let ping = m.pods[0].ping_loop(pod_ip(3), 100)?;
     std::thread::sleep(Duration::from_secs(1));
     for agent in &mut m.agents {
         agent.daemon.kill();
@@ -186,12 +172,7 @@ fn killing_every_node_of_a_mesh_at_once_loses_no_ping_and_converges_in_seconds()
     )?;
     let took = restarted.elapsed();
     eprintln!("mass restart of {NODES} nodes: converged {took:?} after the restart");
-    let out = ping.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no ping summary");
+    let summary = ping.summary()?;
     eprintln!("ping across the mass restart: {summary}");
     assert!(summary.contains(" 0% packet loss"), "{summary}");
     m.reach()?;

@@ -298,24 +298,13 @@ fn restarting_an_agent_during_a_ping_loses_nothing() -> Result<()> {
         || all_pairs_reach(&c),
     )?;
     let (from, to) = (&c.pods[2].0, c.pods[0].0.ips[0]);
-    let ping = from
-        .netns
-        .command("ping")
-        .args(["-4", "-i", "0.1", "-c", "60", "-W", "1", &to.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let ping = from.ping_loop(to, 60)?;
     std::thread::sleep(Duration::from_secs(1));
     c.agents[0].daemon.stop("TERM", Duration::from_secs(10))?;
     let log = c.dir.join("node1-restarted.log");
     let restarted = Agent::node(&c.lan.nodes[0].ns, "node1", &c.datastore(), &log)?;
     c.agents[0] = restarted;
-    let out = ping.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("")
-        .to_string();
+    let summary = ping.summary()?;
     eprintln!("ping during restart: {summary}");
     assert!(
         summary.contains(" 0% packet loss"),

@@ -218,35 +218,6 @@ fn session_marks(agent: &Agent) -> Result<Vec<(String, Value, Value)>> {
         .collect())
 }
 
-/// Pings `to` from `pod` 10 times a second in the background for `count` pings.
-fn ping_loop(pod: &Pod, to: IpAddr, count: u32) -> Result<std::process::Child> {
-    Ok(pod
-        .netns
-        .command("ping")
-        .args([
-            "-4",
-            "-i",
-            "0.1",
-            "-c",
-            &count.to_string(),
-            "-W",
-            "1",
-            &to.to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?)
-}
-
-fn loss_summary(child: std::process::Child) -> Result<String> {
-    let out = child.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no ping summary")
-        .to_string())
-}
-
 #[test]
 fn clients_of_two_reflectors_reach_each_other_without_a_mesh() -> Result<()> {
     if skip()? {
@@ -323,7 +294,7 @@ fn adding_and_removing_a_node_touches_only_its_own_sessions() -> Result<()> {
         .chain(c.nodes.values())
         .map(session_marks)
         .collect::<Result<_>>()?;
-    let ping = ping_loop(&c.pods[&1], Cluster::pod_ip(2), 150)?;
+    let ping = c.pods[&1].ping_loop(Cluster::pod_ip(2), 150)?;
 
     c.write_nodes(4);
     c.start_node(4)?;
@@ -350,7 +321,7 @@ fn adding_and_removing_a_node_touches_only_its_own_sessions() -> Result<()> {
                 && !c.nodes[&1].routes(false)?.contains("10.244.4.0/24"))
         },
     )?;
-    let summary = loss_summary(ping)?;
+    let summary = ping.summary()?;
     assert!(summary.contains(" 0% packet loss"), "{summary}");
     // Every session that was up before is the same session: never reset.
     let after: Vec<_> = c
@@ -375,7 +346,7 @@ fn stopping_one_reflector_loses_no_route_and_its_return_restores_its_sessions() 
         &c.parties(),
         || Ok(sessions_up(&c, &[1, 2, 3])? && reach(&c, &[1, 2, 3])?),
     )?;
-    let ping = ping_loop(&c.pods[&1], Cluster::pod_ip(3), 80)?;
+    let ping = c.pods[&1].ping_loop(Cluster::pod_ip(3), 80)?;
     std::thread::sleep(Duration::from_secs(1));
     c.reflectors[0]
         .daemon
@@ -390,7 +361,7 @@ fn stopping_one_reflector_loses_no_route_and_its_return_restores_its_sessions() 
             Ok(!rr1_up && v4.contains("10.244.2.0/24") && v4.contains("10.244.3.0/24"))
         },
     )?;
-    let summary = loss_summary(ping)?;
+    let summary = ping.summary()?;
     assert!(summary.contains(" 0% packet loss"), "{summary}");
     let log = c.dir.join("rr1-restarted.log");
     c.reflectors[0] = Agent::reflector(&c.lan.nodes[0].ns, "rr1", &c.datastore(), &log)?;
