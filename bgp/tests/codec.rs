@@ -346,3 +346,27 @@ fn ipv4_nlri_with_an_ipv6_next_hop_is_accepted_with_extended_next_hop() {
         vec![Family::Ipv4Unicast]
     );
 }
+
+#[test]
+fn a_hard_reset_is_recognised_and_described_with_the_notification_it_stands_for() {
+    let inner = Notification::cease(cease::PEER_DECONFIGURED);
+    let n = Notification::hard_reset(&inner);
+    assert!(n.is_hard_reset() && !inner.is_hard_reset());
+    assert_eq!(n.data[..2], [6, 3]);
+    assert_eq!(
+        n.describe(),
+        "Cease: Hard Reset (Cease: Peer De-configured)"
+    );
+}
+
+#[test]
+fn a_hard_reset_too_short_to_hold_a_notification_is_described_without_one() {
+    let n = Notification::new(6, cease::HARD_RESET, vec![6]);
+    assert_eq!(n.describe(), "Cease: Hard Reset");
+}
+
+#[test]
+fn nested_hard_resets_are_described_one_level_deep() {
+    let n = Notification::new(6, cease::HARD_RESET, [6u8, 9].repeat(2000));
+    assert_eq!(n.describe(), "Cease: Hard Reset (Cease: Hard Reset)");
+}

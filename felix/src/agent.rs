@@ -167,6 +167,9 @@ pub async fn run(
     let routes = RouteManager::start(options.routes.clone()).await?;
     let mut feed = PolicyFeed::new(&options.node_name);
     let policy = options.policy.map(PolicyApplier::start);
+    // The ruleset is compiled only when a policy input changed (most batches are route
+    // changes); the first in-sync batch always sends one.
+    let mut policy_dirty = true;
     let interfaces = InterfaceManager::start(options.interfaces.clone()).await?;
     let mut calc = Calc::with_secret_namespace(&options.node_name, &options.namespace);
     // Routes a previous run left in the kernel stay until BGP can replace them (graceful
@@ -221,7 +224,7 @@ pub async fn run(
                         }
                     }
                     calc.apply(&e);
-                    feed.apply(&e);
+                    policy_dirty |= feed.apply(&e);
                     dirty = true;
                 }
                 None => return Err(AgentError::DatastoreStopped),
@@ -244,8 +247,9 @@ pub async fn run(
                 batch_deadline = None;
                 if calc.in_sync() {
                     // Nothing is programmed before the datastore is in sync.
-                    if let Some(p) = &policy {
+                    if let (Some(p), true) = (&policy, policy_dirty) {
                         p.set(feed.ruleset());
+                        policy_dirty = false;
                     }
                     reconcile(
                         &options,

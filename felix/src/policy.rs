@@ -47,6 +47,9 @@ pub struct PolicyFeed {
     compiler: Compiler,
     node: String,
     felix: BTreeMap<String, Settings>,
+    /// The effective settings (node's FelixConfiguration, else `default`), kept so a pod
+    /// event does not rebuild them.
+    settings: Settings,
     /// Policies refused, by name, with why (shown once each, and in `/status`).
     refused: BTreeMap<String, String>,
 }
@@ -58,11 +61,12 @@ impl PolicyFeed {
             compiler: Compiler::new(Settings::default()),
             node: node.to_string(),
             felix: BTreeMap::new(),
+            settings: Settings::default(),
             refused: BTreeMap::new(),
         }
     }
 
-    fn settings(&self) -> Settings {
+    fn effective_settings(&self) -> Settings {
         self.felix
             .get(&format!("node.{}", self.node))
             .or_else(|| self.felix.get("default"))
@@ -85,8 +89,8 @@ impl PolicyFeed {
             (Kind::Pod, Some(Resource::Pod(p))) => {
                 let local =
                     p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node);
-                let prefix = self.settings().interface_prefix;
-                match Endpoint::from_pod(p, local.then_some(prefix.as_str())) {
+                let prefix = local.then_some(self.settings.interface_prefix.as_str());
+                match Endpoint::from_pod(p, prefix) {
                     Some(ep) => self.compiler.upsert_endpoint(ep),
                     None => self.compiler.remove_endpoint(&format!("{ns}/{}", key.name)),
                 }
@@ -136,7 +140,8 @@ impl PolicyFeed {
                         self.felix.remove(&key.name);
                     }
                 }
-                self.compiler.set_settings(self.settings());
+                self.settings = self.effective_settings();
+                self.compiler.set_settings(self.settings.clone());
             }
             _ => return false,
         }
@@ -374,5 +379,108 @@ fn run(
                 Err(e) => tracing::warn!(error = %e, "policy drift check failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use serde_json::{json, Value};
+    use tabby_datastore::Key;
+
+    fn set(feed: &mut PolicyFeed, doc: Value) -> bool {
+        let (key, object) = Resource::from_document(doc, "default").unwrap();
+        feed.apply(&Event::Update {
+            key,
+            object: Some(Arc::new(object)),
+        })
+    }
+
+    fn delete(feed: &mut PolicyFeed, kind: Kind, ns: Option<&str>, name: &str) -> bool {
+        feed.apply(&Event::Update {
+            key: Key::new(kind, ns, name),
+            object: None,
+        })
+    }
+
+    fn pod(name: &str, node: &str, ip: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "none"}]},
+            "status": {"podIPs": [{"ip": ip}]},
+        })
+    }
+
+    fn deny_all() -> Value {
+        json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": "deny"},
+            "spec": {"selector": "all()", "types": ["Ingress"]},
+        })
+    }
+
+    #[test]
+    fn only_pods_of_this_node_become_local_endpoints() {
+        let mut feed = PolicyFeed::new("node1");
+        set(&mut feed, pod("a", "node1", "10.244.1.10"));
+        set(&mut feed, pod("b", "node2", "10.244.2.10"));
+        let rs = feed.ruleset();
+        let keys: Vec<&str> = rs.endpoints.values().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, vec!["default/a"]);
+    }
+
+    #[test]
+    fn events_of_other_kinds_do_not_change_the_ruleset() {
+        let mut feed = PolicyFeed::new("node1");
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}});
+        assert!(!set(&mut feed, node));
+        assert!(set(&mut feed, pod("a", "node1", "10.244.1.10")));
+        assert!(!feed.apply(&Event::InSync));
+    }
+
+    #[test]
+    fn a_policy_applies_and_its_deletion_removes_it() {
+        let mut feed = PolicyFeed::new("node1");
+        set(&mut feed, pod("a", "node1", "10.244.1.10"));
+        set(&mut feed, deny_all());
+        assert_eq!(feed.policies(), 1);
+        assert!(delete(&mut feed, Kind::GlobalNetworkPolicy, None, "deny"));
+        assert_eq!(feed.policies(), 0);
+    }
+
+    #[test]
+    fn an_unsupported_policy_is_refused_and_replaces_its_earlier_version() {
+        let mut feed = PolicyFeed::new("node1");
+        set(&mut feed, deny_all());
+        let mut other_tier = deny_all();
+        other_tier["spec"]["tier"] = json!("security");
+        set(&mut feed, other_tier);
+        assert_eq!(feed.policies(), 0);
+        assert_eq!(feed.refused().len(), 1);
+        set(&mut feed, deny_all());
+        assert_eq!((feed.policies(), feed.refused().len()), (1, 0));
+    }
+
+    #[test]
+    fn the_nodes_felix_configuration_sets_the_interface_prefix_of_new_endpoints() {
+        let mut feed = PolicyFeed::new("node1");
+        let felix = |name: &str, prefix: &str| {
+            json!({
+                "apiVersion": "crd.projectcalico.org/v1", "kind": "FelixConfiguration",
+                "metadata": {"name": name}, "spec": {"interfacePrefix": prefix},
+            })
+        };
+        set(&mut feed, felix("default", "tap"));
+        set(&mut feed, felix("node.node1", "veth"));
+        set(&mut feed, pod("a", "node1", "10.244.1.10"));
+        let rs = feed.ruleset();
+        assert!(
+            rs.endpoints.keys().all(|i| i.starts_with("veth")),
+            "{:?}",
+            rs.endpoints.keys()
+        );
     }
 }

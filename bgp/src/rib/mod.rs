@@ -609,12 +609,13 @@ impl Rib {
         let Some(from) = self.peers.get(&address).and_then(|e| e.from.clone()) else {
             return;
         };
+        let disabled = self
+            .peers
+            .get(&address)
+            .map(|e| e.disabled.clone())
+            .unwrap_or_default();
         for (family, next_hop, nlri) in update.announced() {
-            let disabled = self
-                .peers
-                .get(&address)
-                .is_none_or(|e| e.disabled.contains(&family));
-            if !session.families.contains(&family) || disabled {
+            if !session.families.contains(&family) || disabled.contains(&family) {
                 continue;
             }
             match next_hop {

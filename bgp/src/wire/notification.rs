@@ -296,6 +296,13 @@ impl Notification {
         if let (true, [code, subcode, data @ ..]) = (self.is_hard_reset(), &self.data[..]) {
             // RFC 8538 §3: the data is the NOTIFICATION the Hard Reset stands for.
             let inner = Notification::new(*code, *subcode, data.to_vec());
+            // A Hard Reset inside a Hard Reset is not described further: a peer's data must
+            // not make this recurse thousands of levels deep.
+            let inner = if inner.is_hard_reset() {
+                Notification::new(*code, *subcode, Vec::new())
+            } else {
+                inner
+            };
             s.push_str(&format!(" ({})", inner.describe()));
         }
         s
