@@ -52,7 +52,7 @@ fn reflector() -> Rib {
         rib.peer_up(session(10 + n, PeerKind::Client));
     }
     for n in 0..CLIENTS {
-        let _ = rib.take_outbox(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + n)));
+        let _ = rib.take_outbox(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + n)), usize::MAX);
     }
     rib
 }
@@ -90,7 +90,7 @@ fn ingest(rib: &mut Rib, updates: &[Update]) -> usize {
         drop(rib.take_woken());
     }
     for n in 0..CLIENTS {
-        let outbox = rib.take_outbox(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + n)));
+        let outbox = rib.take_outbox(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + n)), usize::MAX);
         let mut buf = BytesMut::new();
         outbox.encode(&ctx, &mut buf);
         bytes += buf.len();

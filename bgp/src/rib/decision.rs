@@ -1,7 +1,7 @@
 //! The decision process: which of a prefix's paths is best (RFC 4271 §9.1.2.2 with the
 //! tie-breakers of RFC 4456 §9), and which paths are as good as the best for multipath.
 
-use super::Path;
+use super::paths::Stored as Path;
 use crate::wire::Origin;
 use std::cmp::{Ordering, Reverse};
 use std::net::Ipv4Addr;
@@ -21,16 +21,16 @@ fn origin_rank(o: Option<Origin>) -> u8 {
 fn local_pref(p: &Path) -> u32 {
     match &p.from {
         Some(f) if f.ebgp => DEFAULT_LOCAL_PREF,
-        _ => p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF),
+        _ => p.attrs().local_pref.unwrap_or(DEFAULT_LOCAL_PREF),
     }
 }
 
 fn path_len(p: &Path) -> usize {
-    p.attrs.as_path.as_ref().map_or(0, |a| a.path_len())
+    p.attrs().as_path.as_ref().map_or(0, |a| a.path_len())
 }
 
 fn neighbour_as(p: &Path) -> Option<u32> {
-    p.attrs.as_path.as_ref().and_then(|a| a.first_as())
+    p.attrs().as_path.as_ref().and_then(|a| a.first_as())
 }
 
 /// Compares the steps of RFC 4271 §9.1.2.2 that make paths equally good for multipath:
@@ -44,10 +44,10 @@ pub(crate) fn compare_multipath(a: &Path, b: &Path) -> Ordering {
         .cmp(&remote(b))
         .then_with(|| Reverse(local_pref(a)).cmp(&Reverse(local_pref(b))))
         .then_with(|| path_len(a).cmp(&path_len(b)))
-        .then_with(|| origin_rank(a.attrs.origin).cmp(&origin_rank(b.attrs.origin)))
+        .then_with(|| origin_rank(a.attrs().origin).cmp(&origin_rank(b.attrs().origin)))
         .then_with(|| {
             if neighbour_as(a) == neighbour_as(b) {
-                a.attrs.med.unwrap_or(0).cmp(&b.attrs.med.unwrap_or(0))
+                a.attrs().med.unwrap_or(0).cmp(&b.attrs().med.unwrap_or(0))
             } else {
                 Ordering::Equal
             }
@@ -61,7 +61,7 @@ pub(crate) fn compare_multipath(a: &Path, b: &Path) -> Ordering {
 /// address, the lowest path identifier.
 pub(crate) fn compare(a: &Path, b: &Path) -> Ordering {
     let id = |p: &Path| {
-        p.attrs
+        p.attrs()
             .originator_id
             .or(p.from.as_ref().map(|f| f.router_id))
             .unwrap_or(Ipv4Addr::UNSPECIFIED)
@@ -70,7 +70,7 @@ pub(crate) fn compare(a: &Path, b: &Path) -> Ordering {
     compare_multipath(a, b)
         .then_with(|| a.stale.cmp(&b.stale))
         .then_with(|| id(a).cmp(&id(b)))
-        .then_with(|| a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()))
+        .then_with(|| a.attrs().cluster_list.len().cmp(&b.attrs().cluster_list.len()))
         .then_with(|| addr(a).cmp(&addr(b)))
         .then_with(|| a.path_id.cmp(&b.path_id))
 }

@@ -1,11 +1,11 @@
 //! What a peer is sent: the advertisement rules of RFC 4271 §9.1.3 and RFC 4456 §6, and the
 //! attributes and next hop a route leaves with.
 
-use super::{Path, PeerKind, PeerSession, RibConfig};
+use super::paths::Stored as Path;
+use super::{PeerKind, PeerSession, RibConfig};
 use crate::prefix::{Family, Prefix};
 use crate::wire::{NextHop, PathAttributes};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Arc;
 
 /// Which next hop routes leave with towards a peer (Calico's `BGPPeer.nextHopMode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
@@ -28,30 +28,6 @@ pub(super) enum Class {
     External,
     Internal,
     Reflected,
-}
-
-/// Per best path: the attributes already computed for each [`Class`].
-#[derive(Debug, Default)]
-pub(super) struct Cache {
-    slots: [Option<Arc<PathAttributes>>; 3],
-}
-
-impl Cache {
-    fn slot(class: Class) -> usize {
-        match class {
-            Class::External => 0,
-            Class::Internal => 1,
-            Class::Reflected => 2,
-        }
-    }
-
-    pub(super) fn get(&self, class: Class) -> Option<Arc<PathAttributes>> {
-        self.slots[Cache::slot(class)].clone()
-    }
-
-    pub(super) fn put(&mut self, class: Class, attrs: Arc<PathAttributes>) {
-        self.slots[Cache::slot(class)] = Some(attrs);
-    }
 }
 
 /// The decision to send a path to a peer.
@@ -89,12 +65,12 @@ pub(super) fn decide(
     };
     if class == Class::External && best.from.is_some() {
         // The peer would drop it as a loop (RFC 4271 §9.1.2): save both sides the work.
-        let path = best.attrs.as_path.as_ref();
+        let path = best.attrs().as_path.as_ref();
         if path.is_some_and(|p| p.contains(to.remote_as)) {
             return None;
         }
     }
-    if class == Class::Reflected && best.attrs.originator_id == Some(to.router_id) {
+    if class == Class::Reflected && best.attrs().originator_id == Some(to.router_id) {
         // The originator would drop it (RFC 4456 §8).
         return None;
     }
@@ -104,7 +80,7 @@ pub(super) fn decide(
         NextHopMode::Keep => true,
         NextHopMode::Auto => to.kind != PeerKind::External,
     };
-    let next_hop = match (&best.from, best.next_hop) {
+    let next_hop = match (&best.from, best.next_hop()) {
         (None, Some(given)) => Some(given),
         (None, None) => own,
         (Some(_), Some(theirs)) if keep => Some(theirs),
@@ -157,7 +133,7 @@ fn is_link_local(a: Ipv6Addr) -> bool {
 
 /// The attributes `best` leaves with towards peers of `class`.
 pub(super) fn attributes(config: &RibConfig, class: Class, best: &Path) -> PathAttributes {
-    let mut a = (*best.attrs).clone();
+    let mut a = (**best.attrs()).clone();
     a.next_hop = None;
     let path = a.as_path.take().unwrap_or_default();
     match class {

@@ -7,19 +7,28 @@
 //! ups and downs; it answers with what changed, in two drains:
 //! - [`Rib::take_changes`]: prefixes whose multipath set (what the kernel should forward
 //!   by) changed;
-//! - [`Rib::take_woken`] and [`Rib::take_outbox`]: per peer, the prefixes to announce or
-//!   withdraw, coalesced (a prefix that changes twice before the session writes is sent once)
-//!   and ready to pack, their attributes interned so equal attribute sets are one allocation
-//!   and one UPDATE.
+//! - [`Rib::take_woken`] and [`Rib::take_outbox`]: the peers with something to send, and
+//!   per peer the next batch of prefixes to announce or withdraw, ready to pack, their
+//!   attributes interned so equal attribute sets are one allocation and one UPDATE.
 //!
-//! Nothing here stores an Adj-RIB-Out: what a peer was sent is a function of the best path
-//! and the peer, so a best-path change computes the old and new export and sends the
-//! difference. A reflector with a thousand clients thus holds its table once, not a thousand
-//! times.
+//! Nothing here stores an Adj-RIB-Out: what a peer is sent is a function of the best path
+//! and the peer, computed when its session has room to send it. Best-path changes go to
+//! one log that every peer reads from its own cursor (see `feed`), coalesced while no peer
+//! has read them, and each peer keeps one bit per destination for what it holds. A
+//! reflector with a thousand clients thus holds its table once, not a thousand times, and a
+//! change costs one log entry, not one queue entry per peer.
+//!
+//! Memory per path is what a million-route table is about: a destination takes 56 bytes in
+//! a slot array plus 5 in the prefix index, its only path (the common case) inline, and the
+//! path's next hop and attributes are one interned allocation shared by every path of an
+//! UPDATE.
 
 mod decision;
 mod export;
+mod feed;
 pub mod outbox;
+mod paths;
+mod sets;
 #[cfg(test)]
 mod tests;
 
@@ -27,8 +36,13 @@ pub use export::NextHopMode;
 
 use crate::prefix::{Family, Prefix};
 use crate::wire::{AsPath, LargeCommunity, NextHop, Nlri, Origin, PathAttributes, Update};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use feed::{Bits, Feed, Log};
+use foldhash::{HashMap, HashMapExt, HashSet};
+use hashbrown::HashTable;
+use paths::{Paths, Route, Stored};
+use sets::Sets;
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -163,20 +177,28 @@ pub struct Origination {
     pub large_communities: Vec<LargeCommunity>,
 }
 
-/// What a session has to send: prefixes to announce (`Some`) or withdraw (`None`), and the
-/// families whose End-of-RIB follows.
+
+/// A batch of what a session has to send: prefixes to announce (`Some`) or withdraw
+/// (`None`), each at most once, and the families whose End-of-RIB follows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outbox {
-    /// Coalesced changes, by prefix.
-    pub routes: HashMap<Prefix, Option<Export>>,
+    /// Changes, in no particular order.
+    pub routes: Vec<(Prefix, Option<Export>)>,
     /// End-of-RIB markers to send after `routes` (RFC 4724 §2).
     pub end_of_rib: Vec<Family>,
+    /// More is waiting: take the next batch once this one is written.
+    pub more: bool,
 }
 
 impl Outbox {
     /// Nothing to send.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.end_of_rib.is_empty()
+    }
+
+    /// The change for `prefix` in this batch, if any.
+    pub fn get(&self, prefix: &Prefix) -> Option<&Option<Export>> {
+        self.routes.iter().find(|(p, _)| p == prefix).map(|(_, e)| e)
     }
 
     /// Appends the UPDATEs of the outbox to `buf` for a session of context `ctx`: see
@@ -232,8 +254,10 @@ struct PeerEntry {
     eor: BTreeSet<Family>,
     /// In OpenConfirm with a peer we may wait for.
     opening: bool,
+    /// Prefixes the peer was sent and not withdrawn (the set bits of its feed).
     advertised: u64,
-    outbox: Outbox,
+    /// What it still has to be sent; `None` while down or held.
+    feed: Option<Feed>,
     /// Up while we defer our first advertisement: the full table follows when it ends.
     held: bool,
 }
@@ -253,32 +277,59 @@ impl PeerEntry {
     }
 }
 
-#[derive(Debug, Default)]
+/// A prefix and its paths, in a slot of the table (56 bytes).
+#[derive(Debug)]
 struct Dest {
     /// Best first; the first `multipath` form the multipath set.
-    paths: Vec<Path>,
-    multipath: usize,
+    paths: Paths,
+    prefix: Prefix,
+    /// Log position of its last best-path change ([`feed::NEVER`]: none).
+    queued: u64,
+    /// Peers whose feed has it as sent: the slot is freed only when none has.
+    advertised: u32,
+    multipath: u16,
 }
 
-/// (source attribute set's address, class, originator) of a memoised export.
-type ExportKey = (usize, export::Class, Option<Ipv4Addr>);
+impl Dest {
+    fn new(prefix: Prefix) -> Dest {
+        Dest {
+            paths: Paths::Empty,
+            prefix,
+            queued: feed::NEVER,
+            advertised: 0,
+            multipath: 0,
+        }
+    }
+}
 
 /// The table. See the module documentation.
 #[derive(Debug)]
 pub struct Rib {
     config: RibConfig,
     peers: HashMap<IpAddr, PeerEntry>,
-    table: HashMap<Prefix, Dest>,
-    interner: HashSet<Arc<PathAttributes>>,
-    interned_after_gc: usize,
-    /// Export attributes already computed: (source attribute set, class, originator) ->
-    /// the set it leaves with. The source `Arc` is kept in the value so the pointer key
-    /// cannot be reused while the entry lives.
-    exports: HashMap<ExportKey, (Arc<PathAttributes>, Arc<PathAttributes>)>,
+    /// The destinations, by slot; a slot whose destination has no path and is advertised
+    /// to no peer is free for reuse.
+    dests: Vec<Dest>,
+    /// Slots by prefix (a table of slot numbers, hashed by the slot's prefix: 5 bytes per
+    /// entry where a map from prefix to slot would take 25).
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    free: Vec<u32>,
+    sets: Sets,
+    log: Log,
+    /// Peers with a feed: with none, best-path changes need no log entry.
+    feeds: usize,
+    /// Peers caught up since the log last grew, woken by its next growth.
+    idle: Vec<IpAddr>,
+    grew: bool,
     changes: Vec<Selected>,
-    woken: BTreeSet<IpAddr>,
+    woken: Vec<IpAddr>,
     deferring: bool,
 }
+
+/// How many entries a session takes at once by default: enough to fill large writes, few
+/// enough that a batch is a few hundred kilobytes.
+pub const BATCH: usize = 8192;
 
 impl Rib {
     /// An empty table.
@@ -287,12 +338,17 @@ impl Rib {
         Rib {
             config,
             peers: HashMap::new(),
-            table: HashMap::new(),
-            interner: HashSet::new(),
-            interned_after_gc: 0,
-            exports: HashMap::new(),
+            dests: Vec::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            free: Vec::new(),
+            sets: Sets::new(),
+            log: Log::default(),
+            feeds: 0,
+            idle: Vec::new(),
+            grew: false,
             changes: Vec::new(),
-            woken: BTreeSet::new(),
+            woken: Vec::new(),
             deferring,
         }
     }
@@ -307,29 +363,56 @@ impl Rib {
         self.deferring
     }
 
-    /// Interns an attribute set: equal sets share one allocation.
-    fn intern(&mut self, attrs: PathAttributes) -> Arc<PathAttributes> {
-        if let Some(a) = self.interner.get(&attrs) {
-            return Arc::clone(a);
-        }
-        // Forget sets nothing uses any more once the interner has doubled since the last
-        // sweep: amortised constant time per insertion.
-        if self.interner.len() > 1024 && self.interner.len() > 2 * self.interned_after_gc {
-            // Export entries whose source set only they still hold go first, so that their
-            // sets are free to go too.
-            self.exports
-                .retain(|_, (source, _)| Arc::strong_count(source) > 2);
-            self.interner.retain(|a| Arc::strong_count(a) > 1);
-            self.interned_after_gc = self.interner.len();
-        }
-        let a = Arc::new(attrs);
-        self.interner.insert(Arc::clone(&a));
-        a
-    }
-
     /// Number of distinct attribute sets held.
     pub fn attribute_sets(&self) -> usize {
-        self.interner.len()
+        self.sets.len()
+    }
+
+    // ---- slots ---------------------------------------------------------------------------
+
+    fn find(&self, prefix: &Prefix) -> Option<u32> {
+        let hash = self.hasher.hash_one(prefix);
+        let dests = &self.dests;
+        self.index
+            .find(hash, |&slot| dests[slot as usize].prefix == *prefix)
+            .copied()
+    }
+
+    fn find_or_insert(&mut self, prefix: Prefix) -> u32 {
+        if let Some(slot) = self.find(&prefix) {
+            return slot;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.dests[slot as usize] = Dest::new(prefix);
+                slot
+            }
+            None => {
+                self.dests.push(Dest::new(prefix));
+                // More than 4 billion destinations do not fit in memory first.
+                u32::try_from(self.dests.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let (dests, hasher) = (&self.dests, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(prefix), slot, |&s| {
+            hasher.hash_one(dests[s as usize].prefix)
+        });
+        slot
+    }
+
+    /// Frees the slot of a destination with no path that no peer holds.
+    fn release(&mut self, slot: u32) {
+        let Some(dest) = self.dests.get(slot as usize) else {
+            return;
+        };
+        if !dest.paths.is_empty() || dest.advertised != 0 {
+            return;
+        }
+        let hash = self.hasher.hash_one(dest.prefix);
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+            self.free.push(slot);
+        }
     }
 
     // ---- peers ---------------------------------------------------------------------------
@@ -354,6 +437,7 @@ impl Rib {
     /// state for go now (RFC 4724 §4.2).
     pub fn peer_up(&mut self, session: PeerSession) {
         let address = session.address;
+        self.drop_feed(address);
         let from = Arc::new(PathFrom {
             address,
             router_id: session.router_id,
@@ -374,14 +458,12 @@ impl Rib {
         entry.eor.clear();
         entry.disabled.clear();
         entry.opening = false;
-        entry.outbox = Outbox::default();
-        entry.advertised = 0;
         entry.held = self.deferring;
         for family in gone {
             self.sweep_stale(address, Some(family));
         }
         if !self.deferring {
-            self.send_table(address);
+            self.start_feed(address, true);
         }
         self.check_deferral();
     }
@@ -389,14 +471,13 @@ impl Rib {
     /// The session went down. The peer's paths of `keep` families stay, marked stale, for a
     /// graceful restart (RFC 4724 §4.2); every other path of the peer goes.
     pub fn peer_down(&mut self, address: IpAddr, keep: &[Family]) {
+        self.drop_feed(address);
         let Some(entry) = self.peers.get_mut(&address) else {
             return;
         };
         entry.session = None;
         entry.opening = false;
         entry.held = false;
-        entry.outbox = Outbox::default();
-        entry.advertised = 0;
         entry.eor.clear();
         entry.refused.clear();
         for family in keep {
@@ -418,7 +499,7 @@ impl Rib {
     pub fn remove_peer(&mut self, address: IpAddr) {
         self.peer_down(address, &[]);
         self.peers.remove(&address);
-        self.woken.remove(&address);
+        self.woken.retain(|a| *a != address);
         self.check_deferral();
     }
 
@@ -445,13 +526,13 @@ impl Rib {
     /// The paths of a peer in the table, of `families` or all: (prefix, path id, stale).
     fn paths_of(&self, address: IpAddr, families: Option<&[Family]>) -> Vec<(Prefix, u32, bool)> {
         let mut out = Vec::new();
-        for (prefix, dest) in &self.table {
-            if families.is_some_and(|f| !f.contains(&prefix.family())) {
+        for dest in &self.dests {
+            if families.is_some_and(|f| !f.contains(&dest.prefix.family())) {
                 continue;
             }
-            for p in &dest.paths {
+            for p in dest.paths.as_slice() {
                 if p.from.as_ref().is_some_and(|f| f.address == address) {
-                    out.push((*prefix, p.path_id, p.stale));
+                    out.push((dest.prefix, p.path_id, p.stale));
                 }
             }
         }
@@ -461,7 +542,7 @@ impl Rib {
     fn mark_stale(&mut self, address: IpAddr, prefix: Prefix, path_id: u32) {
         let mut marked = false;
         self.modify(prefix, |paths| {
-            for p in paths.iter_mut() {
+            for p in paths.as_mut_slice() {
                 if !p.stale && same_source(p, address, path_id) {
                     p.stale = true;
                     marked = true;
@@ -510,6 +591,83 @@ impl Rib {
         })
     }
 
+    // ---- feeds ---------------------------------------------------------------------------
+
+    /// Starts the peer on a walk of the whole table, then the log from its current end;
+    /// `end_of_rib`: the initial table, End-of-RIB follows it. A peer with a feed already
+    /// walks again (a refresh) and keeps an End-of-RIB it still owes.
+    fn start_feed(&mut self, address: IpAddr, end_of_rib: bool) {
+        let end = self.log.end();
+        let Some(entry) = self.peers.get_mut(&address) else {
+            return;
+        };
+        let Some(session) = &entry.session else {
+            return;
+        };
+        let families = if end_of_rib {
+            session.families.clone()
+        } else {
+            Vec::new()
+        };
+        match &mut entry.feed {
+            Some(feed) => {
+                feed.walk = Some(0);
+                feed.idle = false;
+                if end_of_rib {
+                    feed.end_of_rib = families;
+                }
+            }
+            None => {
+                entry.feed = Some(Feed {
+                    cursor: end,
+                    walk: Some(0),
+                    end_of_rib: families,
+                    sent: Bits::default(),
+                    idle: false,
+                });
+                entry.advertised = 0;
+                self.feeds += 1;
+                // Entries before `end` are not this peer's to read: a change of their
+                // destinations after its walk passed them needs a new entry.
+                self.log.read_to(end);
+            }
+        }
+        self.woken.push(address);
+    }
+
+    /// Ends the peer's feed: what it was sent no longer holds slots.
+    fn drop_feed(&mut self, address: IpAddr) {
+        let Some(feed) = self.peers.get_mut(&address).and_then(|e| {
+            e.advertised = 0;
+            e.feed.take()
+        }) else {
+            return;
+        };
+        self.feeds -= 1;
+        for slot in feed.sent.ones() {
+            if let Some(d) = self.dests.get_mut(slot as usize) {
+                d.advertised = d.advertised.saturating_sub(1);
+                if d.advertised == 0 && d.paths.is_empty() {
+                    self.release(slot);
+                }
+            }
+        }
+        if self.feeds == 0 {
+            self.log.forget_before(self.log.end());
+        }
+    }
+
+    /// Forgets the log entries every feed has read.
+    fn compact_log(&mut self) {
+        let oldest = self
+            .peers
+            .values()
+            .filter_map(|e| e.feed.as_ref().map(|f| f.cursor))
+            .min()
+            .unwrap_or_else(|| self.log.end());
+        self.log.forget_before(oldest);
+    }
+
     // ---- deferral ------------------------------------------------------------------------
 
     fn check_deferral(&mut self) {
@@ -540,35 +698,7 @@ impl Rib {
             if let Some(e) = self.peers.get_mut(&address) {
                 e.held = false;
             }
-            self.send_table(address);
-        }
-    }
-
-    fn send_table(&mut self, address: IpAddr) {
-        let Some(session) = self.peers.get(&address).and_then(|e| e.session.clone()) else {
-            return;
-        };
-        let mut routes = HashMap::with_capacity(self.table.len());
-        let mut cache = export::Cache::default();
-        let prefixes: Vec<Prefix> = self.table.keys().copied().collect();
-        for prefix in prefixes {
-            let Some(best) = self
-                .table
-                .get(&prefix)
-                .and_then(|d| d.paths.first())
-                .cloned()
-            else {
-                continue;
-            };
-            if let Some(e) = self.export(&mut cache, &session, &prefix, &best) {
-                routes.insert(prefix, Some(e));
-            }
-        }
-        if let Some(entry) = self.peers.get_mut(&address) {
-            entry.advertised = routes.len() as u64;
-            entry.outbox.routes = routes;
-            entry.outbox.end_of_rib = session.families.clone();
-            self.woken.insert(address);
+            self.start_feed(address, true);
         }
     }
 
@@ -605,7 +735,7 @@ impl Rib {
         let mut attrs = update.attrs.clone();
         attrs.next_hop = None;
         let refused = self.refuses(&session, &attrs);
-        let attrs = self.intern(attrs);
+        let attrs = self.sets.attrs(attrs);
         let Some(from) = self.peers.get(&address).and_then(|e| e.from.clone()) else {
             return;
         };
@@ -614,6 +744,8 @@ impl Rib {
             .get(&address)
             .map(|e| e.disabled.clone())
             .unwrap_or_default();
+        // One UPDATE has one next hop per family: the route is interned once per change.
+        let mut route: Option<Arc<Route>> = None;
         for (family, next_hop, nlri) in update.announced() {
             if !session.families.contains(&family) || disabled.contains(&family) {
                 continue;
@@ -621,13 +753,22 @@ impl Rib {
             match next_hop {
                 Some(nh) if !refused => {
                     if let Some(e) = self.peers.get_mut(&address) {
-                        e.refused.remove(nlri);
+                        if !e.refused.is_empty() {
+                            e.refused.remove(nlri);
+                        }
                     }
-                    let path = Path {
+                    let route = match &route {
+                        Some(r) if r.next_hop == Some(nh) => Arc::clone(r),
+                        _ => {
+                            let r = self.sets.route(Some(nh), &attrs);
+                            route = Some(Arc::clone(&r));
+                            r
+                        }
+                    };
+                    let path = Stored {
                         from: Some(Arc::clone(&from)),
+                        route,
                         path_id: nlri.path_id.unwrap_or(0),
-                        next_hop: Some(nh),
-                        attrs: Arc::clone(&attrs),
                         stale: false,
                     };
                     self.put_path(address, nlri.prefix, path);
@@ -663,7 +804,9 @@ impl Rib {
 
     fn withdraw_path(&mut self, address: IpAddr, nlri: Nlri) {
         if let Some(e) = self.peers.get_mut(&address) {
-            e.refused.remove(&nlri);
+            if !e.refused.is_empty() {
+                e.refused.remove(&nlri);
+            }
         }
         self.remove_path(address, nlri.prefix, nlri.path_id.unwrap_or(0));
     }
@@ -679,16 +822,18 @@ impl Rib {
     }
 
     /// Adds or replaces the peer's path to `prefix`, keeping the peer's counters.
-    fn put_path(&mut self, address: IpAddr, prefix: Prefix, path: Path) {
+    fn put_path(&mut self, address: IpAddr, prefix: Prefix, path: Stored) {
         let mut replaced = None;
         self.modify(prefix, |paths| {
             match paths
+                .as_slice()
                 .iter()
                 .position(|p| same_source(p, address, path.path_id))
             {
                 Some(i) => {
-                    replaced = Some(paths[i].stale);
-                    paths[i] = path;
+                    let slot = &mut paths.as_mut_slice()[i];
+                    replaced = Some(slot.stale);
+                    *slot = path;
                 }
                 None => paths.push(path),
             }
@@ -704,17 +849,24 @@ impl Rib {
 
     /// Removes the peer's path to `prefix`, if it has one, keeping the peer's counters.
     fn remove_path(&mut self, address: IpAddr, prefix: Prefix, path_id: u32) {
-        let has = self
-            .table
-            .get(&prefix)
-            .is_some_and(|d| d.paths.iter().any(|p| same_source(p, address, path_id)));
+        let has = self.find(&prefix).is_some_and(|slot| {
+            self.dests[slot as usize]
+                .paths
+                .as_slice()
+                .iter()
+                .any(|p| same_source(p, address, path_id))
+        });
         if !has {
             return;
         }
         let mut removed = None;
         self.modify(prefix, |paths| {
-            if let Some(i) = paths.iter().position(|p| same_source(p, address, path_id)) {
-                removed = Some(paths.remove(i).stale);
+            if let Some(i) = paths
+                .as_slice()
+                .iter()
+                .position(|p| same_source(p, address, path_id))
+            {
+                removed = paths.remove(i).map(|p| p.stale);
             }
         });
         if let (Some(stale), Some(e)) = (removed, self.peers.get_mut(&address)) {
@@ -729,7 +881,7 @@ impl Rib {
 
     /// Originates `prefix` (replacing an earlier origination of it).
     pub fn originate(&mut self, prefix: Prefix, origination: &Origination) {
-        let attrs = self.intern(PathAttributes {
+        let attrs = self.sets.attrs(PathAttributes {
             origin: Some(Origin::Igp),
             as_path: Some(AsPath::default()),
             communities: origination.communities.clone(),
@@ -739,11 +891,10 @@ impl Rib {
         let next_hop = origination
             .next_hop
             .and_then(|nh| export::next_hop_for(prefix.family(), nh));
-        let path = Path {
+        let path = Stored {
             from: None,
+            route: self.sets.route(next_hop, &attrs),
             path_id: 0,
-            next_hop,
-            attrs,
             stale: false,
         };
         self.modify(prefix, |paths| {
@@ -754,130 +905,38 @@ impl Rib {
 
     /// Stops originating `prefix`.
     pub fn withdraw(&mut self, prefix: Prefix) {
-        self.modify(prefix, |paths| paths.retain(|p| p.from.is_some()));
+        if self.find(&prefix).is_some() {
+            self.modify(prefix, |paths| paths.retain(|p| p.from.is_some()));
+        }
     }
 
     // ---- the decision and its consequences -----------------------------------------------
 
-    /// Changes a prefix's paths, reruns the decision process and propagates the result.
-    fn modify(&mut self, prefix: Prefix, change: impl FnOnce(&mut Vec<Path>)) {
-        let dest = self.table.entry(prefix).or_default();
-        // Most prefixes have one path: no room for four (Vec's first growth) per prefix.
-        if dest.paths.capacity() == 0 {
-            dest.paths.reserve_exact(1);
-        }
-        let old_best = dest.paths.first().cloned();
+    /// Changes a prefix's paths, reruns the decision process and queues the result.
+    fn modify(&mut self, prefix: Prefix, change: impl FnOnce(&mut Paths)) {
+        let slot = self.find_or_insert(prefix);
+        let dest = &mut self.dests[slot as usize];
+        let old_best = dest.paths.first().map(Stored::export_key);
         let old_hops = hops(dest);
         change(&mut dest.paths);
-        dest.multipath = decision::rank(&mut dest.paths);
-        let new_best = dest.paths.first().cloned();
+        let multipath = decision::rank(dest.paths.as_mut_slice());
+        dest.multipath = u16::try_from(multipath).unwrap_or(u16::MAX);
+        let new_best = dest.paths.first().map(Stored::export_key);
         let new_hops = hops(dest);
-        if dest.paths.is_empty() {
-            self.table.remove(&prefix);
-        }
         if old_hops != new_hops {
             self.changes.push(Selected {
                 prefix,
                 hops: new_hops,
             });
         }
-        if old_best != new_best {
-            self.propagate(&prefix, old_best.as_ref(), new_best.as_ref());
-        }
-    }
-
-    /// Sends each peer the difference the best-path change makes to what it is sent.
-    fn propagate(&mut self, prefix: &Prefix, old: Option<&Path>, new: Option<&Path>) {
-        // Decide per peer first (borrowing the peers), then intern the few attribute sets
-        // the decisions need (one per class and best path), then queue.
-        let decide = |s: &PeerSession, best: Option<&Path>| {
-            best.and_then(|p| export::decide(&self.config, s, prefix, p))
-        };
-        let decisions: Vec<(IpAddr, Option<export::Decision>, Option<export::Decision>)> = self
-            .peers
-            .iter()
-            .filter(|(_, e)| !e.held)
-            .filter_map(|(a, e)| {
-                e.session
-                    .as_ref()
-                    .map(|s| (*a, decide(s, old), decide(s, new)))
-            })
-            .filter(|(_, before, after)| before.is_some() || after.is_some())
-            .collect();
-        if decisions.is_empty() {
-            return;
-        }
-        let mut old_cache = export::Cache::default();
-        let mut new_cache = export::Cache::default();
-        for (address, before, after) in decisions {
-            let before = match (before, old) {
-                (Some(d), Some(p)) => Some(self.exported(&mut old_cache, d, p)),
-                _ => None,
-            };
-            let after = match (after, new) {
-                (Some(d), Some(p)) => Some(self.exported(&mut new_cache, d, p)),
-                _ => None,
-            };
-            if before == after {
-                continue;
+        if old_best != new_best && self.feeds > 0 {
+            let dest = &mut self.dests[slot as usize];
+            if !self.log.unread(dest.queued) {
+                dest.queued = self.log.push(slot);
+                self.grew = true;
             }
-            let Some(entry) = self.peers.get_mut(&address) else {
-                continue;
-            };
-            match (&before, &after) {
-                (None, Some(_)) => entry.advertised += 1,
-                (Some(_), None) => entry.advertised = entry.advertised.saturating_sub(1),
-                _ => {}
-            }
-            entry.outbox.routes.insert(*prefix, after);
-            self.woken.insert(address);
         }
-    }
-
-    /// The export of `best` under `decision`, its attributes computed once per class.
-    fn exported(
-        &mut self,
-        cache: &mut export::Cache,
-        decision: export::Decision,
-        best: &Path,
-    ) -> Export {
-        let attrs = match cache.get(decision.class) {
-            Some(a) => a,
-            None => {
-                let originator = best.from.as_ref().map(|f| f.router_id);
-                let key = (
-                    Arc::as_ptr(&best.attrs) as usize,
-                    decision.class,
-                    originator,
-                );
-                let a = match self.exports.get(&key) {
-                    Some((_, a)) => Arc::clone(a),
-                    None => {
-                        let a = self.intern(export::attributes(&self.config, decision.class, best));
-                        self.exports
-                            .insert(key, (Arc::clone(&best.attrs), Arc::clone(&a)));
-                        a
-                    }
-                };
-                cache.put(decision.class, Arc::clone(&a));
-                a
-            }
-        };
-        Export {
-            next_hop: decision.next_hop,
-            attrs,
-        }
-    }
-
-    fn export(
-        &mut self,
-        cache: &mut export::Cache,
-        to: &PeerSession,
-        prefix: &Prefix,
-        best: &Path,
-    ) -> Option<Export> {
-        let decision = export::decide(&self.config, to, prefix, best)?;
-        Some(self.exported(cache, decision, best))
+        self.release(slot);
     }
 
     // ---- drains --------------------------------------------------------------------------
@@ -887,40 +946,131 @@ impl Rib {
         std::mem::take(&mut self.changes)
     }
 
-    /// Peers with something new in their outbox since the last call.
+    /// Peers with something new to send since the last call.
     pub fn take_woken(&mut self) -> Vec<IpAddr> {
-        std::mem::take(&mut self.woken).into_iter().collect()
+        let mut woken = std::mem::take(&mut self.woken);
+        if std::mem::take(&mut self.grew) {
+            for address in self.idle.drain(..) {
+                if let Some(feed) = self.peers.get_mut(&address).and_then(|e| e.feed.as_mut()) {
+                    if feed.idle {
+                        feed.idle = false;
+                        woken.push(address);
+                    }
+                }
+            }
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        woken
     }
 
-    /// What the peer's session has to send; empty while it is down or held.
-    pub fn take_outbox(&mut self, address: IpAddr) -> Outbox {
-        match self.peers.get_mut(&address) {
-            Some(e) if e.session.is_some() && !e.held => std::mem::take(&mut e.outbox),
-            _ => Outbox::default(),
+    /// The next batch (at most `limit` prefixes) of what the peer's session has to send;
+    /// empty while it is down or held. `more` says whether another batch waits.
+    pub fn take_outbox(&mut self, address: IpAddr, limit: usize) -> Outbox {
+        let mut out = Outbox::default();
+        let mut freed: Vec<u32> = Vec::new();
+        {
+            let Rib {
+                config,
+                peers,
+                dests,
+                sets,
+                log,
+                idle,
+                ..
+            } = self;
+            let Some(entry) = peers.get_mut(&address) else {
+                return out;
+            };
+            let (Some(session), Some(feed), false) =
+                (entry.session.as_ref(), entry.feed.as_mut(), entry.held)
+            else {
+                return out;
+            };
+            let mut step = Step {
+                config,
+                session,
+                sets,
+                feed_sent: &mut feed.sent,
+                advertised: &mut entry.advertised,
+                memo: None,
+                routes: &mut out.routes,
+                freed: &mut freed,
+            };
+            let mut taken = 0;
+            if let Some(start) = feed.walk {
+                let end = (start as usize).saturating_add(limit).min(dests.len());
+                for (slot, dest) in dests.iter_mut().enumerate().take(end).skip(start as usize) {
+                    // A destination with a log entry ahead of the cursor is sent when the
+                    // cursor gets there, as it is then: the walk and the log never both
+                    // send it, so a prefix is in a batch once.
+                    if dest.queued != feed::NEVER && dest.queued >= feed.cursor {
+                        continue;
+                    }
+                    step.run(dest, slot as u32);
+                }
+                taken = end - start as usize;
+                if end >= dests.len() {
+                    feed.walk = None;
+                    out.end_of_rib = std::mem::take(&mut feed.end_of_rib);
+                } else {
+                    feed.walk = Some(end as u32);
+                }
+            }
+            if feed.walk.is_none() {
+                while taken < limit && feed.cursor < log.end() {
+                    let position = feed.cursor;
+                    feed.cursor += 1;
+                    let Some(slot) = log.get(position) else {
+                        continue;
+                    };
+                    match dests.get_mut(slot as usize) {
+                        // Only its last entry counts: the destination is read as it is now.
+                        Some(dest) if dest.queued == position => {
+                            step.run(dest, slot);
+                            taken += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                log.read_to(feed.cursor);
+            }
+            out.more = feed.walk.is_some() || feed.cursor < log.end();
+            if !out.more && !feed.idle {
+                feed.idle = true;
+                idle.push(address);
+            }
         }
+        for slot in freed {
+            self.release(slot);
+        }
+        if self.log.len() > 4096 && self.log.len() > self.dests.len() / 2 {
+            self.compact_log();
+        }
+        out
     }
 
     /// Queues the whole table for the peer again (it sent a ROUTE-REFRESH, RFC 2918 §4).
+    /// A refresh is not the initial table: no End-of-RIB unless enhanced route refresh
+    /// (RFC 7313) was negotiated, which tabby does not advertise.
     pub fn refresh(&mut self, address: IpAddr) {
-        if self.peers.get(&address).is_some_and(|e| !e.held) {
-            self.send_table(address);
-            // A refresh is not the initial table: no End-of-RIB unless enhanced route
-            // refresh (RFC 7313) was negotiated, which tabby does not advertise.
-            if let Some(e) = self.peers.get_mut(&address) {
-                e.outbox.end_of_rib.clear();
-            }
+        if self.peers.get(&address).is_some_and(|e| e.feed.is_some()) {
+            self.start_feed(address, false);
         }
     }
 
     // ---- snapshots -----------------------------------------------------------------------
 
+    fn live(&self) -> impl Iterator<Item = &Dest> {
+        self.dests.iter().filter(|d| !d.paths.is_empty())
+    }
+
     /// The multipath set of every prefix that has one, in prefix order.
     pub fn selected(&self) -> Vec<Selected> {
         let mut all: Vec<Selected> = self
-            .table
-            .iter()
-            .map(|(prefix, dest)| Selected {
-                prefix: *prefix,
+            .live()
+            .map(|dest| Selected {
+                prefix: dest.prefix,
                 hops: hops(dest),
             })
             .filter(|s| !s.hops.is_empty())
@@ -931,18 +1081,22 @@ impl Rib {
 
     /// The paths of a prefix, best first.
     pub fn paths(&self, prefix: &Prefix) -> Vec<Path> {
-        self.table
-            .get(prefix)
-            .map(|d| d.paths.clone())
+        self.find(prefix)
+            .map(|slot| {
+                let paths = self.dests[slot as usize].paths.as_slice();
+                paths.iter().map(Stored::to_path).collect()
+            })
             .unwrap_or_default()
     }
 
     /// Every prefix with its paths, best first, in prefix order.
     pub fn table(&self) -> Vec<(Prefix, Vec<Path>)> {
         let mut all: Vec<(Prefix, Vec<Path>)> = self
-            .table
-            .iter()
-            .map(|(p, d)| (*p, d.paths.clone()))
+            .live()
+            .map(|d| {
+                let paths = d.paths.as_slice().iter().map(Stored::to_path).collect();
+                (d.prefix, paths)
+            })
             .collect();
         all.sort_by_key(|(p, _)| *p);
         all
@@ -950,28 +1104,28 @@ impl Rib {
 
     /// Number of prefixes in the table.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.live().count()
     }
 
     /// True when the table holds no prefix.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.live().next().is_none()
     }
 
     /// The routes a peer announced (those in the table, stale ones included), in prefix
     /// order.
     pub fn received(&self, address: IpAddr) -> Vec<ReceivedRoute> {
         let mut out: Vec<ReceivedRoute> = Vec::new();
-        for (prefix, dest) in &self.table {
-            for (i, p) in dest.paths.iter().enumerate() {
+        for dest in self.live() {
+            for (i, p) in dest.paths.as_slice().iter().enumerate() {
                 if p.from.as_ref().is_some_and(|f| f.address == address) {
                     out.push(ReceivedRoute {
                         nlri: Nlri {
-                            prefix: *prefix,
+                            prefix: dest.prefix,
                             path_id: (p.path_id != 0).then_some(p.path_id),
                         },
-                        next_hop: p.next_hop,
-                        attrs: Arc::clone(&p.attrs),
+                        next_hop: p.next_hop(),
+                        attrs: Arc::clone(p.attrs()),
                         stale: p.stale,
                         best: i == 0,
                     });
@@ -983,15 +1137,72 @@ impl Rib {
     }
 }
 
-fn same_source(p: &Path, address: IpAddr, path_id: u32) -> bool {
+/// One peer's side of a batch: decides what it is sent for a destination and keeps its
+/// bits and counters.
+struct Step<'a> {
+    config: &'a RibConfig,
+    session: &'a PeerSession,
+    sets: &'a mut Sets,
+    feed_sent: &'a mut Bits,
+    advertised: &'a mut u64,
+    /// The last export computed: destinations of one UPDATE arrive together and share it.
+    memo: Option<((usize, export::Class, usize), Arc<PathAttributes>)>,
+    routes: &'a mut Vec<(Prefix, Option<Export>)>,
+    freed: &'a mut Vec<u32>,
+}
+
+impl Step<'_> {
+    fn run(&mut self, dest: &mut Dest, slot: u32) {
+        let export = dest.paths.first().and_then(|best| {
+            let decision = export::decide(self.config, self.session, &dest.prefix, best)?;
+            let key = (
+                Arc::as_ptr(best.attrs()) as usize,
+                decision.class,
+                best.from.as_ref().map_or(0, |f| Arc::as_ptr(f) as usize),
+            );
+            let attrs = match &self.memo {
+                Some((k, a)) if *k == key => Arc::clone(a),
+                _ => {
+                    let a = self.sets.exported(self.config, decision.class, best);
+                    self.memo = Some((key, Arc::clone(&a)));
+                    a
+                }
+            };
+            Some(Export {
+                next_hop: decision.next_hop,
+                attrs,
+            })
+        });
+        match export {
+            Some(e) => {
+                if self.feed_sent.set(slot) {
+                    dest.advertised += 1;
+                    *self.advertised += 1;
+                }
+                self.routes.push((dest.prefix, Some(e)));
+            }
+            None if self.feed_sent.clear(slot) => {
+                dest.advertised = dest.advertised.saturating_sub(1);
+                *self.advertised = self.advertised.saturating_sub(1);
+                self.routes.push((dest.prefix, None));
+                if dest.advertised == 0 && dest.paths.is_empty() {
+                    self.freed.push(slot);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+fn same_source(p: &Stored, address: IpAddr, path_id: u32) -> bool {
     p.path_id == path_id && p.from.as_ref().is_some_and(|f| f.address == address)
 }
 
 /// The forwarding hops of a destination: its multipath set, when the best path is a peer's.
 fn hops(dest: &Dest) -> Vec<Hop> {
     let mut hops: Vec<Hop> = Vec::new();
-    for p in dest.paths.iter().take(dest.multipath) {
-        let (Some(from), Some(next_hop)) = (&p.from, p.next_hop) else {
+    for p in dest.paths.as_slice().iter().take(dest.multipath.into()) {
+        let (Some(from), Some(next_hop)) = (&p.from, p.next_hop()) else {
             // Our own route is best: nothing learned is forwarded by.
             return Vec::new();
         };

@@ -99,7 +99,7 @@ mod tests {
             };
             outbox
                 .routes
-                .insert(p(&format!("10.{}.{}.0/26", i / 4, (i % 4) * 64)), Some(e));
+                .push((p(&format!("10.{}.{}.0/26", i / 4, (i % 4) * 64)), Some(e)));
         }
         let mut buf = BytesMut::new();
         assert_eq!(encode(&ctx, &outbox, &mut buf), 1);
@@ -122,7 +122,7 @@ mod tests {
                 next_hop: nh(hop),
                 attrs: Arc::clone(at),
             };
-            outbox.routes.insert(p(prefix), Some(e));
+            outbox.routes.push((p(prefix), Some(e)));
         }
         let mut buf = BytesMut::new();
         assert_eq!(encode(&ctx, &outbox, &mut buf), 3);
@@ -132,15 +132,15 @@ mod tests {
     fn withdrawals_come_first_and_end_of_rib_last() {
         let ctx = Context::modern();
         let mut outbox = Outbox::default();
-        outbox.routes.insert(
+        outbox.routes.push((
             p("10.1.0.0/24"),
             Some(Export {
                 next_hop: nh("10.0.0.1"),
                 attrs: attrs(&[]),
             }),
-        );
-        outbox.routes.insert(p("10.2.0.0/24"), None);
-        outbox.routes.insert(p("fd00::/64"), None);
+        ));
+        outbox.routes.push((p("10.2.0.0/24"), None));
+        outbox.routes.push((p("fd00::/64"), None));
         outbox.end_of_rib = Family::ALL.to_vec();
         let mut buf = BytesMut::new();
         let n = encode(&ctx, &outbox, &mut buf);

@@ -100,12 +100,24 @@ fn best_peer(rib: &Rib, prefix: &str) -> Option<IpAddr> {
         .and_then(|b| b.from.as_ref().map(|f| f.address))
 }
 
+/// Everything the peer's session has to send, in as many batches as it takes.
 fn sent(rib: &mut Rib, n: u8) -> Outbox {
-    rib.take_outbox(addr(n))
+    let mut all = Outbox::default();
+    loop {
+        let batch = rib.take_outbox(addr(n), usize::MAX);
+        for (prefix, export) in batch.routes {
+            all.routes.retain(|(p, _)| *p != prefix);
+            all.routes.push((prefix, export));
+        }
+        all.end_of_rib.extend(batch.end_of_rib);
+        if !batch.more {
+            return all;
+        }
+    }
 }
 
 fn announced(outbox: &Outbox, prefix: &str) -> Option<Export> {
-    outbox.routes.get(&p(prefix)).cloned().flatten()
+    outbox.get(&p(prefix)).cloned().flatten()
 }
 
 // ---- decision process ----------------------------------------------------------------------
@@ -481,7 +493,7 @@ fn a_withdrawn_best_path_is_withdrawn_from_peers_and_a_replacement_announced() {
     assert_eq!(e.next_hop, NextHop::V4(v4("10.0.0.3")));
     rib.update(addr(3), &withdraw(&["10.9.0.0/24"]));
     let out = sent(&mut rib, 4);
-    assert_eq!(out.routes.get(&p("10.9.0.0/24")), Some(&None));
+    assert_eq!(out.get(&p("10.9.0.0/24")), Some(&None));
     assert_eq!(rib.counts(addr(4)).advertised, 0);
 }
 
@@ -809,4 +821,176 @@ fn a_route_refresh_queues_the_table_again_without_end_of_rib() {
     rib.refresh(addr(2));
     let out = sent(&mut rib, 2);
     assert_eq!((out.routes.len(), out.end_of_rib.len()), (1, 0));
+}
+
+// ---- feeds: the log, the walks and the per-peer bits ------------------------------------
+
+fn one_batch(rib: &mut Rib, n: u8, limit: usize) -> Outbox {
+    rib.take_outbox(addr(n), limit)
+}
+
+fn prefixes(out: &Outbox) -> Vec<Prefix> {
+    let mut v: Vec<Prefix> = out.routes.iter().map(|(p, _)| *p).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_destination_and_its_only_path_take_56_bytes() {
+    assert_eq!(std::mem::size_of::<Paths>(), 24);
+    assert!(std::mem::size_of::<Dest>() <= 56, "{}", std::mem::size_of::<Dest>());
+}
+
+#[test]
+fn a_table_larger_than_a_batch_arrives_in_batches_once_each_then_end_of_rib() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    let many: Vec<String> = (0..250).map(|i| format!("10.{i}.0.0/16")).collect();
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    rib.update(addr(2), &announce(&names, "10.0.0.2", attrs(&[65002])));
+    rib.peer_up(session(3, PeerKind::Internal));
+    let mut seen = Vec::new();
+    let mut batches = 0;
+    loop {
+        let out = one_batch(&mut rib, 3, 100);
+        batches += 1;
+        assert!(out.routes.len() <= 100);
+        assert_eq!(out.end_of_rib.is_empty(), out.more, "End-of-RIB only after the last");
+        seen.extend(prefixes(&out));
+        if !out.more {
+            break;
+        }
+    }
+    seen.sort();
+    let mut want: Vec<Prefix> = names.iter().map(|s| p(s)).collect();
+    want.sort();
+    assert_eq!((seen, batches), (want, 3));
+}
+
+#[test]
+fn a_change_during_a_walk_is_sent_once_as_it_ends_up() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.update(
+        addr(2),
+        &announce(&["10.1.0.0/24", "10.2.0.0/24"], "10.0.0.2", attrs(&[65002])),
+    );
+    rib.peer_up(session(3, PeerKind::Internal));
+    let first = one_batch(&mut rib, 3, 1);
+    assert_eq!(first.routes.len(), 1);
+    // Both change before the walk gets to the second: the first is sent again, the second
+    // once, with what it is now.
+    rib.update(
+        addr(2),
+        &announce(&["10.1.0.0/24", "10.2.0.0/24"], "10.0.0.2", attrs(&[65002, 65009])),
+    );
+    let rest = one_batch(&mut rib, 3, usize::MAX);
+    assert!(!rest.more);
+    assert_eq!(
+        prefixes(&rest),
+        vec![p("10.1.0.0/24"), p("10.2.0.0/24")],
+        "each once"
+    );
+    for (_, e) in &rest.routes {
+        let path = e.as_ref().unwrap().attrs.as_path.clone().unwrap();
+        assert_eq!(path, AsPath::sequence([65002, 65009]));
+    }
+}
+
+#[test]
+fn a_slow_peer_gets_only_the_last_of_changes_a_fast_peer_saw_one_by_one() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_up(session(3, PeerKind::Internal));
+    rib.peer_up(session(4, PeerKind::Internal));
+    sent(&mut rib, 3);
+    sent(&mut rib, 4);
+    for hop in 1..=3u32 {
+        let path: Vec<u32> = (0..hop).map(|i| 65002 + i).collect();
+        rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&path)));
+        let fast = sent(&mut rib, 3);
+        assert_eq!(fast.routes.len(), 1);
+    }
+    let slow = one_batch(&mut rib, 4, usize::MAX);
+    assert_eq!(slow.routes.len(), 1);
+    let e = announced(&slow, "10.9.0.0/24").unwrap();
+    assert_eq!(
+        e.attrs.as_path.clone().unwrap(),
+        AsPath::sequence([65002, 65003, 65004])
+    );
+}
+
+#[test]
+fn a_peer_that_comes_up_behind_a_pending_change_still_gets_the_next_one() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_up(session(3, PeerKind::Internal));
+    sent(&mut rib, 3);
+    rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    // Peer 4 comes up while peer 3 has not read the change yet, and walks the table.
+    rib.peer_up(session(4, PeerKind::Internal));
+    assert!(announced(&sent(&mut rib, 4), "10.9.0.0/24").is_some());
+    rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
+    assert_eq!(sent(&mut rib, 4).get(&p("10.9.0.0/24")), Some(&None));
+    assert_eq!(sent(&mut rib, 3).routes, vec![], "never sent, never withdrawn");
+}
+
+#[test]
+fn a_withdrawn_destination_keeps_its_slot_until_every_peer_that_had_it_was_told() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_up(session(3, PeerKind::Internal));
+    rib.peer_up(session(4, PeerKind::Internal));
+    rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    sent(&mut rib, 3);
+    sent(&mut rib, 4);
+    rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
+    assert_eq!(sent(&mut rib, 3).get(&p("10.9.0.0/24")), Some(&None));
+    // A new prefix must not take the slot peer 4 still holds as 10.9.0.0/24.
+    rib.update(addr(2), &announce(&["10.8.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    let out = sent(&mut rib, 4);
+    assert_eq!(out.get(&p("10.9.0.0/24")), Some(&None));
+    assert!(announced(&out, "10.8.0.0/24").is_some());
+    assert_eq!(rib.counts(addr(4)).advertised, 1);
+}
+
+#[test]
+fn churn_reuses_slots_and_the_log_stays_short() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_up(session(3, PeerKind::Internal));
+    for round in 0..20_000u32 {
+        let prefix = format!("10.{}.{}.0/24", round % 200, round / 200);
+        rib.update(addr(2), &announce(&[&prefix], "10.0.0.2", attrs(&[65002])));
+        rib.update(addr(2), &withdraw(&[&prefix]));
+        sent(&mut rib, 2);
+        sent(&mut rib, 3);
+    }
+    assert!(rib.dests.len() <= 2, "{} slots", rib.dests.len());
+    assert!(rib.log.len() <= 4096 + 2, "{} log entries", rib.log.len());
+    assert!(rib.is_empty());
+}
+
+#[test]
+fn a_peer_going_down_lets_go_of_the_slots_it_held() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_up(session(3, PeerKind::Internal));
+    rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    sent(&mut rib, 3);
+    rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
+    assert_eq!(rib.free.len(), 0, "peer 3 still holds it");
+    rib.peer_down(addr(3), &[]);
+    assert_eq!(rib.free.len(), 1);
+}
+
+#[test]
+fn without_peers_to_send_to_nothing_is_logged() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_down(addr(2), &Family::ALL);
+    rib.peer_up(with_restart(session(2, PeerKind::External), false, true));
+    rib.peer_down(addr(2), &[]);
+    rib.originate(p("10.244.0.0/26"), &Origination::default());
+    assert_eq!(rib.log.len(), 0);
 }

@@ -670,18 +670,26 @@ impl SessionTask {
         self.flush_outbox().await;
     }
 
-    /// Sends what the RIB queued for the peer.
+    /// Sends the next batch of what the RIB has for the peer. With more waiting, the task
+    /// wakes itself rather than looping here, so that its timers and the peer's messages
+    /// are served between batches.
     async fn flush_outbox(&mut self) {
         let Some(up) = &self.established else { return };
         let conn = up.conn;
         let ctx = up.session.context.clone();
         let address = self.config.address;
-        let outbox = self.ctx.with_rib(|rib| rib.take_outbox(address));
+        let outbox = self
+            .ctx
+            .with_rib(|rib| rib.take_outbox(address, crate::rib::BATCH));
+        if outbox.more {
+            self.waker.notify_one();
+        }
         if outbox.is_empty() {
             return;
         }
         let mut buf = BytesMut::new();
         let messages = outbox.encode(&ctx, &mut buf);
+        drop(outbox);
         lock(&self.shared).status.updates_sent += messages as u64;
         self.publish_counts();
         self.send(conn, buf.freeze()).await;
