@@ -315,6 +315,8 @@ pub struct Rib {
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     free: Vec<u32>,
+    /// Destinations with a path.
+    live: usize,
     sets: Sets,
     log: Log,
     /// Peers with a feed: with none, best-path changes need no log entry.
@@ -342,6 +344,7 @@ impl Rib {
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
             free: Vec::new(),
+            live: 0,
             sets: Sets::new(),
             log: Log::default(),
             feeds: 0,
@@ -918,11 +921,18 @@ impl Rib {
         let dest = &mut self.dests[slot as usize];
         let old_best = dest.paths.first().map(Stored::export_key);
         let old_hops = hops(dest);
+        let was_live = !dest.paths.is_empty();
         change(&mut dest.paths);
+        let is_live = !dest.paths.is_empty();
         let multipath = decision::rank(dest.paths.as_mut_slice());
         dest.multipath = u16::try_from(multipath).unwrap_or(u16::MAX);
         let new_best = dest.paths.first().map(Stored::export_key);
         let new_hops = hops(dest);
+        match (was_live, is_live) {
+            (false, true) => self.live += 1,
+            (true, false) => self.live -= 1,
+            _ => {}
+        }
         if old_hops != new_hops {
             self.changes.push(Selected {
                 prefix,
@@ -1104,12 +1114,12 @@ impl Rib {
 
     /// Number of prefixes in the table.
     pub fn len(&self) -> usize {
-        self.live().count()
+        self.live
     }
 
     /// True when the table holds no prefix.
     pub fn is_empty(&self) -> bool {
-        self.live().next().is_none()
+        self.live == 0
     }
 
     /// The routes a peer announced (those in the table, stale ones included), in prefix
