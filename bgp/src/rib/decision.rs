@@ -70,7 +70,12 @@ pub(crate) fn compare(a: &Path, b: &Path) -> Ordering {
     compare_multipath(a, b)
         .then_with(|| a.stale.cmp(&b.stale))
         .then_with(|| id(a).cmp(&id(b)))
-        .then_with(|| a.attrs().cluster_list.len().cmp(&b.attrs().cluster_list.len()))
+        .then_with(|| {
+            a.attrs()
+                .cluster_list
+                .len()
+                .cmp(&b.attrs().cluster_list.len())
+        })
         .then_with(|| addr(a).cmp(&addr(b)))
         .then_with(|| a.path_id.cmp(&b.path_id))
 }

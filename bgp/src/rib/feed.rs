@@ -146,7 +146,10 @@ mod tests {
             log.push(slot);
         }
         log.forget_before(4);
-        assert_eq!((log.get(3), log.get(4), log.get(9)), (None, Some(4), Some(9)));
+        assert_eq!(
+            (log.get(3), log.get(4), log.get(9)),
+            (None, Some(4), Some(9))
+        );
         assert_eq!(log.end(), 10);
     }
 

@@ -177,7 +177,6 @@ pub struct Origination {
     pub large_communities: Vec<LargeCommunity>,
 }
 
-
 /// A batch of what a session has to send: prefixes to announce (`Some`) or withdraw
 /// (`None`), each at most once, and the families whose End-of-RIB follows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -198,7 +197,10 @@ impl Outbox {
 
     /// The change for `prefix` in this batch, if any.
     pub fn get(&self, prefix: &Prefix) -> Option<&Option<Export>> {
-        self.routes.iter().find(|(p, _)| p == prefix).map(|(_, e)| e)
+        self.routes
+            .iter()
+            .find(|(p, _)| p == prefix)
+            .map(|(_, e)| e)
     }
 
     /// Appends the UPDATEs of the outbox to `buf` for a session of context `ctx`: see
@@ -397,9 +399,10 @@ impl Rib {
             }
         };
         let (dests, hasher) = (&self.dests, &self.hasher);
-        self.index.insert_unique(hasher.hash_one(prefix), slot, |&s| {
-            hasher.hash_one(dests[s as usize].prefix)
-        });
+        self.index
+            .insert_unique(hasher.hash_one(prefix), slot, |&s| {
+                hasher.hash_one(dests[s as usize].prefix)
+            });
         slot
     }
 
@@ -1067,6 +1070,66 @@ impl Rib {
         if self.peers.get(&address).is_some_and(|e| e.feed.is_some()) {
             self.start_feed(address, false);
         }
+    }
+
+    /// Checks the table's bookkeeping (for tests and fuzzing): every slot's count of peers
+    /// holding it matches the peers' bits, every peer's advertised count matches its bits,
+    /// the index holds exactly the slots in use, and free slots hold nothing.
+    #[doc(hidden)]
+    pub fn audit(&self) -> Result<(), String> {
+        let feeds: Vec<(&IpAddr, &Feed, u64)> = self
+            .peers
+            .iter()
+            .filter_map(|(a, e)| e.feed.as_ref().map(|f| (a, f, e.advertised)))
+            .collect();
+        if feeds.len() != self.feeds {
+            return Err(format!(
+                "{} feeds counted, {} exist",
+                self.feeds,
+                feeds.len()
+            ));
+        }
+        for (address, feed, advertised) in &feeds {
+            let ones = feed.sent.ones().count() as u64;
+            if ones != *advertised {
+                return Err(format!(
+                    "{address}: {advertised} advertised, {ones} bits set"
+                ));
+            }
+        }
+        let free: std::collections::HashSet<u32> = self.free.iter().copied().collect();
+        let mut live = 0;
+        for (slot, dest) in self.dests.iter().enumerate() {
+            let slot = slot as u32;
+            let holders = feeds.iter().filter(|(_, f, _)| f.sent.get(slot)).count() as u32;
+            if holders != dest.advertised {
+                return Err(format!(
+                    "{}: held by {holders} peers, counted {}",
+                    dest.prefix, dest.advertised
+                ));
+            }
+            let indexed = self.find(&dest.prefix) == Some(slot);
+            if free.contains(&slot) {
+                if indexed || !dest.paths.is_empty() || dest.advertised != 0 {
+                    return Err(format!("free slot {slot} in use"));
+                }
+            } else if !indexed {
+                return Err(format!("{} (slot {slot}) not in the index", dest.prefix));
+            } else if dest.paths.is_empty() && dest.advertised == 0 {
+                return Err(format!("{} (slot {slot}) should be free", dest.prefix));
+            }
+            live += usize::from(!dest.paths.is_empty());
+        }
+        if live != self.live || self.index.len() + free.len() != self.dests.len() {
+            return Err(format!(
+                "{live} live ({} counted), {} indexed, {} free, {} slots",
+                self.live,
+                self.index.len(),
+                free.len(),
+                self.dests.len()
+            ));
+        }
+        Ok(())
     }
 
     // ---- snapshots -----------------------------------------------------------------------

@@ -838,7 +838,11 @@ fn prefixes(out: &Outbox) -> Vec<Prefix> {
 #[test]
 fn a_destination_and_its_only_path_take_56_bytes() {
     assert_eq!(std::mem::size_of::<Paths>(), 24);
-    assert!(std::mem::size_of::<Dest>() <= 56, "{}", std::mem::size_of::<Dest>());
+    assert!(
+        std::mem::size_of::<Dest>() <= 56,
+        "{}",
+        std::mem::size_of::<Dest>()
+    );
 }
 
 #[test]
@@ -855,7 +859,11 @@ fn a_table_larger_than_a_batch_arrives_in_batches_once_each_then_end_of_rib() {
         let out = one_batch(&mut rib, 3, 100);
         batches += 1;
         assert!(out.routes.len() <= 100);
-        assert_eq!(out.end_of_rib.is_empty(), out.more, "End-of-RIB only after the last");
+        assert_eq!(
+            out.end_of_rib.is_empty(),
+            out.more,
+            "End-of-RIB only after the last"
+        );
         seen.extend(prefixes(&out));
         if !out.more {
             break;
@@ -882,7 +890,11 @@ fn a_change_during_a_walk_is_sent_once_as_it_ends_up() {
     // once, with what it is now.
     rib.update(
         addr(2),
-        &announce(&["10.1.0.0/24", "10.2.0.0/24"], "10.0.0.2", attrs(&[65002, 65009])),
+        &announce(
+            &["10.1.0.0/24", "10.2.0.0/24"],
+            "10.0.0.2",
+            attrs(&[65002, 65009]),
+        ),
     );
     let rest = one_batch(&mut rib, 3, usize::MAX);
     assert!(!rest.more);
@@ -907,7 +919,10 @@ fn a_slow_peer_gets_only_the_last_of_changes_a_fast_peer_saw_one_by_one() {
     sent(&mut rib, 4);
     for hop in 1..=3u32 {
         let path: Vec<u32> = (0..hop).map(|i| 65002 + i).collect();
-        rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&path)));
+        rib.update(
+            addr(2),
+            &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&path)),
+        );
         let fast = sent(&mut rib, 3);
         assert_eq!(fast.routes.len(), 1);
     }
@@ -926,13 +941,20 @@ fn a_peer_that_comes_up_behind_a_pending_change_still_gets_the_next_one() {
     rib.peer_up(session(2, PeerKind::External));
     rib.peer_up(session(3, PeerKind::Internal));
     sent(&mut rib, 3);
-    rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    rib.update(
+        addr(2),
+        &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])),
+    );
     // Peer 4 comes up while peer 3 has not read the change yet, and walks the table.
     rib.peer_up(session(4, PeerKind::Internal));
     assert!(announced(&sent(&mut rib, 4), "10.9.0.0/24").is_some());
     rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
     assert_eq!(sent(&mut rib, 4).get(&p("10.9.0.0/24")), Some(&None));
-    assert_eq!(sent(&mut rib, 3).routes, vec![], "never sent, never withdrawn");
+    assert_eq!(
+        sent(&mut rib, 3).routes,
+        vec![],
+        "never sent, never withdrawn"
+    );
 }
 
 #[test]
@@ -941,13 +963,19 @@ fn a_withdrawn_destination_keeps_its_slot_until_every_peer_that_had_it_was_told(
     rib.peer_up(session(2, PeerKind::External));
     rib.peer_up(session(3, PeerKind::Internal));
     rib.peer_up(session(4, PeerKind::Internal));
-    rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    rib.update(
+        addr(2),
+        &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])),
+    );
     sent(&mut rib, 3);
     sent(&mut rib, 4);
     rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
     assert_eq!(sent(&mut rib, 3).get(&p("10.9.0.0/24")), Some(&None));
     // A new prefix must not take the slot peer 4 still holds as 10.9.0.0/24.
-    rib.update(addr(2), &announce(&["10.8.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    rib.update(
+        addr(2),
+        &announce(&["10.8.0.0/24"], "10.0.0.2", attrs(&[65002])),
+    );
     let out = sent(&mut rib, 4);
     assert_eq!(out.get(&p("10.9.0.0/24")), Some(&None));
     assert!(announced(&out, "10.8.0.0/24").is_some());
@@ -966,6 +994,7 @@ fn churn_reuses_slots_and_the_log_stays_short() {
         sent(&mut rib, 2);
         sent(&mut rib, 3);
     }
+    rib.audit().unwrap();
     assert!(rib.dests.len() <= 2, "{} slots", rib.dests.len());
     assert!(rib.log.len() <= 4096 + 2, "{} log entries", rib.log.len());
     assert!(rib.is_empty());
@@ -976,12 +1005,16 @@ fn a_peer_going_down_lets_go_of_the_slots_it_held() {
     let mut rib = rib();
     rib.peer_up(session(2, PeerKind::External));
     rib.peer_up(session(3, PeerKind::Internal));
-    rib.update(addr(2), &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])));
+    rib.update(
+        addr(2),
+        &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&[65002])),
+    );
     sent(&mut rib, 3);
     rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
     assert_eq!(rib.free.len(), 0, "peer 3 still holds it");
     rib.peer_down(addr(3), &[]);
     assert_eq!(rib.free.len(), 1);
+    rib.audit().unwrap();
 }
 
 #[test]
@@ -993,4 +1026,132 @@ fn without_peers_to_send_to_nothing_is_logged() {
     rib.peer_down(addr(2), &[]);
     rib.originate(p("10.244.0.0/26"), &Origination::default());
     assert_eq!(rib.log.len(), 0);
+}
+
+mod feeds_agree_with_the_table {
+    //! Whatever the order of changes, session restarts and batch sizes, what a peer ends up
+    //! holding (every batch it took, applied in order) is what the table exports to it now.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Announce { peer: u8, prefix: u8, path: u8 },
+        Withdraw { peer: u8, prefix: u8 },
+        Down { peer: u8, keep: bool },
+        Up { peer: u8 },
+        EndOfRib { peer: u8 },
+        Take { peer: u8, limit: u8 },
+        Refresh { peer: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3u8, 0..24u8, 0..3u8)
+                .prop_map(|(peer, prefix, path)| Op::Announce { peer, prefix, path }),
+            3 => (0..3u8, 0..24u8).prop_map(|(peer, prefix)| Op::Withdraw { peer, prefix }),
+            1 => (0..3u8, any::<bool>()).prop_map(|(peer, keep)| Op::Down { peer, keep }),
+            1 => (0..3u8).prop_map(|peer| Op::Up { peer }),
+            1 => (0..3u8).prop_map(|peer| Op::EndOfRib { peer }),
+            4 => (0..3u8, 1..6u8).prop_map(|(peer, limit)| Op::Take { peer, limit }),
+            1 => (0..3u8).prop_map(|peer| Op::Refresh { peer }),
+        ]
+    }
+
+    fn kind(peer: u8) -> PeerKind {
+        [PeerKind::Client, PeerKind::Internal, PeerKind::External][usize::from(peer)]
+    }
+
+    fn prefix(i: u8) -> String {
+        format!("10.{i}.0.0/24")
+    }
+
+    type Held = BTreeMap<Prefix, Export>;
+
+    fn apply(held: &mut Held, out: Outbox) {
+        for (p, e) in out.routes {
+            match e {
+                Some(e) => held.insert(p, e),
+                None => held.remove(&p),
+            };
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn what_a_peer_holds_is_what_the_table_exports(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut rib = reflector();
+            let mut held: Vec<Held> = vec![Held::new(); 3];
+            let mut up = [true; 3];
+            for peer in 0..3u8 {
+                rib.peer_up(with_restart(session(2 + peer, kind(peer)), false, true));
+            }
+            for op in ops {
+                match op {
+                    Op::Announce { peer, prefix: i, path } if up[usize::from(peer)] => {
+                        let hops: Vec<u32> = (0..=u32::from(path)).map(|h| 65100 + h).collect();
+                        let nh = format!("10.0.0.{}", 2 + peer);
+                        rib.update(addr(2 + peer), &announce(&[&prefix(i)], &nh, attrs(&hops)));
+                    }
+                    Op::Withdraw { peer, prefix: i } if up[usize::from(peer)] => {
+                        rib.update(addr(2 + peer), &withdraw(&[&prefix(i)]));
+                    }
+                    Op::Down { peer, keep } => {
+                        let keep: &[Family] = if keep { &Family::ALL } else { &[] };
+                        rib.peer_down(addr(2 + peer), keep);
+                        up[usize::from(peer)] = false;
+                        held[usize::from(peer)].clear();
+                    }
+                    Op::Up { peer } if !up[usize::from(peer)] => {
+                        rib.peer_up(with_restart(session(2 + peer, kind(peer)), false, true));
+                        up[usize::from(peer)] = true;
+                    }
+                    Op::EndOfRib { peer } if up[usize::from(peer)] => {
+                        rib.update(addr(2 + peer), &Update::end_of_rib(Family::Ipv4Unicast));
+                    }
+                    Op::Take { peer, limit } => {
+                        let out = rib.take_outbox(addr(2 + peer), usize::from(limit));
+                        let mut seen: Vec<Prefix> = out.routes.iter().map(|(p, _)| *p).collect();
+                        seen.sort();
+                        seen.dedup();
+                        prop_assert_eq!(seen.len(), out.routes.len(), "a prefix twice in a batch");
+                        apply(&mut held[usize::from(peer)], out);
+                    }
+                    Op::Refresh { peer } => rib.refresh(addr(2 + peer)),
+                    _ => {}
+                }
+                if let Err(e) = rib.audit() {
+                    prop_assert!(false, "{}", e);
+                }
+            }
+            for peer in 0..3u8 {
+                if !up[usize::from(peer)] {
+                    continue;
+                }
+                loop {
+                    let out = rib.take_outbox(addr(2 + peer), 7);
+                    let more = out.more;
+                    apply(&mut held[usize::from(peer)], out);
+                    if !more {
+                        break;
+                    }
+                }
+                // A refresh sends everything the peer should hold, and withdraws nothing.
+                rib.refresh(addr(2 + peer));
+                let mut fresh = Held::new();
+                loop {
+                    let out = rib.take_outbox(addr(2 + peer), usize::MAX);
+                    prop_assert!(out.routes.iter().all(|(_, e)| e.is_some()));
+                    let more = out.more;
+                    apply(&mut fresh, out);
+                    if !more {
+                        break;
+                    }
+                }
+                prop_assert_eq!(&held[usize::from(peer)], &fresh);
+                prop_assert_eq!(rib.counts(addr(2 + peer)).advertised, fresh.len() as u64);
+            }
+        }
+    }
 }
