@@ -53,6 +53,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Large tables (a million routes) grow without leaving copies behind: see tabby-sys.
+    tabby_sys::malloc::map_large_blocks();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {

@@ -128,6 +128,8 @@ fn memory_per_path(n: u32) {
 }
 
 fn bench(c: &mut Criterion) {
+    // As `tabby` does at start (tabby-sys::malloc).
+    tabby_sys::malloc::map_large_blocks();
     memory_per_path(1_000_000);
     let n = 20_000;
     let updates = updates(n);

@@ -6,4 +6,5 @@
 //! `// SAFETY:` comment. Keep this crate small: policy and error vocabulary belong to the
 //! callers (e.g. `tabby-bgp`'s `speaker::md5`), only the system call belongs here.
 
+pub mod malloc;
 pub mod tcp_md5;

@@ -113,6 +113,11 @@ pub(crate) fn rank(paths: &mut [Path]) -> usize {
             worse(a).cmp(&worse(b)).then_with(|| compare(a, b))
         });
     }
+    multipath(paths)
+}
+
+/// How many leading paths of ranked `paths` form the multipath set.
+pub(crate) fn multipath(paths: &[Path]) -> usize {
     match paths.first() {
         None => 0,
         Some(best) => {

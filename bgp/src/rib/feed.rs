@@ -10,8 +10,8 @@
 use crate::prefix::Family;
 use std::collections::VecDeque;
 
-/// Marks a destination never appended to the log.
-pub(super) const NEVER: u64 = u64::MAX;
+/// Marks a destination not in the log.
+pub(super) const NEVER: u32 = u32::MAX;
 
 /// The changes of best paths, as slot numbers, in order.
 #[derive(Debug, Default)]
@@ -38,17 +38,39 @@ impl Log {
         self.entries.get(i).copied()
     }
 
-    /// Appends a slot; returns its position.
-    pub(super) fn push(&mut self, slot: u32) -> u64 {
-        let position = self.end();
+    /// Appends a slot; returns its position as a destination keeps it: the low 32 bits,
+    /// which identify it in the log's window (never 2^32 entries long: 16 GiB).
+    pub(super) fn push(&mut self, slot: u32) -> u32 {
+        if self.end() as u32 == NEVER {
+            // A position the destinations cannot name: an entry of no slot.
+            self.entries.push_back(NEVER);
+        }
+        let position = self.end() as u32;
         self.entries.push_back(slot);
         position
     }
 
-    /// True when the entry at `position` is still ahead of every peer's cursor: a change
-    /// of its destination needs no new entry.
-    pub(super) fn unread(&self, position: u64) -> bool {
-        position != NEVER && position >= self.read_max && position < self.end()
+    /// The full position of a destination's entry; `None` for [`NEVER`]. Only meaningful
+    /// while the entry is in the log, which [`Log::before`] lets the table ensure.
+    pub(super) fn slot_position(&self, queued: u32) -> Option<u64> {
+        if queued == NEVER {
+            return None;
+        }
+        let back = (self.end() as u32).wrapping_sub(queued);
+        self.end().checked_sub(u64::from(back))
+    }
+
+    /// True when the entry at `queued` is still ahead of every peer's cursor: a change of
+    /// its destination needs no new entry.
+    pub(super) fn unread(&self, queued: u32) -> bool {
+        self.slot_position(queued)
+            .is_some_and(|p| p >= self.read_max && p >= self.base)
+    }
+
+    /// The entries before `position`, with their positions.
+    pub(super) fn before(&self, position: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let n = usize::try_from(position.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        (self.base..).zip(self.entries.iter().copied()).take(n)
     }
 
     /// A peer's cursor reached `position`.
@@ -74,6 +96,16 @@ impl Log {
 pub(super) struct Bits(Vec<u64>);
 
 impl Bits {
+    /// Sets every bit set in `other`.
+    pub(super) fn union(&mut self, other: &Bits) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (w, o) in self.0.iter_mut().zip(&other.0) {
+            *w |= o;
+        }
+    }
+
     pub(super) fn get(&self, i: u32) -> bool {
         self.0
             .get((i / 64) as usize)
@@ -134,9 +166,27 @@ mod tests {
         let mut log = Log::default();
         let a = log.push(7);
         assert!(log.unread(a));
-        log.read_to(a + 1);
+        log.read_to(u64::from(a) + 1);
         assert!(!log.unread(a));
         assert!(!log.unread(NEVER));
+    }
+
+    #[test]
+    fn positions_past_32_bits_are_found_again() {
+        let start = u64::from(u32::MAX) - 2;
+        let mut log = Log {
+            base: start,
+            read_max: start,
+            ..Log::default()
+        };
+        let a = log.push(1);
+        let b = log.push(2);
+        let c = log.push(3);
+        assert_eq!(log.slot_position(a), Some(start));
+        assert_ne!(c, NEVER, "the position 2^32 - 1 is skipped");
+        assert_eq!(log.slot_position(c), Some(start + 3));
+        assert_eq!(log.get(u64::from(u32::MAX)), Some(NEVER));
+        assert!(log.unread(b) && log.unread(c));
     }
 
     #[test]

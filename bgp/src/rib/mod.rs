@@ -279,17 +279,15 @@ impl PeerEntry {
     }
 }
 
-/// A prefix and its paths, in a slot of the table (56 bytes).
+/// A prefix and its paths, in a slot of the table (48 bytes).
 #[derive(Debug)]
 struct Dest {
-    /// Best first; the first `multipath` form the multipath set.
+    /// Best first, the multipath set leading.
     paths: Paths,
     prefix: Prefix,
-    /// Log position of its last best-path change ([`feed::NEVER`]: none).
-    queued: u64,
-    /// Peers whose feed has it as sent: the slot is freed only when none has.
-    advertised: u32,
-    multipath: u16,
+    /// Log position of its last best-path change, while that is in the log (see
+    /// [`Log::slot_position`]; [`feed::NEVER`]: not in the log).
+    queued: u32,
 }
 
 impl Dest {
@@ -298,8 +296,6 @@ impl Dest {
             paths: Paths::Empty,
             prefix,
             queued: feed::NEVER,
-            advertised: 0,
-            multipath: 0,
         }
     }
 }
@@ -309,7 +305,7 @@ impl Dest {
 pub struct Rib {
     config: RibConfig,
     peers: HashMap<IpAddr, PeerEntry>,
-    /// The destinations, by slot; a slot whose destination has no path and is advertised
+    /// The destinations, by slot; a slot whose destination has no path and is held by
     /// to no peer is free for reuse.
     dests: Vec<Dest>,
     /// Slots by prefix (a table of slot numbers, hashed by the slot's prefix: 5 bytes per
@@ -319,6 +315,9 @@ pub struct Rib {
     free: Vec<u32>,
     /// Destinations with a path.
     live: usize,
+    /// Destinations in the index without a path (waiting for a sweep).
+    tombstones: usize,
+    tombstones_after_sweep: usize,
     sets: Sets,
     log: Log,
     /// Peers with a feed: with none, best-path changes need no log entry.
@@ -331,9 +330,13 @@ pub struct Rib {
     deferring: bool,
 }
 
+/// Destinations without paths that never trigger a sweep (a few in tests, so that they
+/// sweep).
+const SWEEP_MIN: usize = if cfg!(test) { 4 } else { 1024 };
+
 /// How many entries a session takes at once by default: enough to fill large writes, few
 /// enough that a batch is a few hundred kilobytes.
-pub const BATCH: usize = 8192;
+pub const BATCH: usize = 4096;
 
 impl Rib {
     /// An empty table.
@@ -347,6 +350,8 @@ impl Rib {
             hasher: foldhash::fast::RandomState::default(),
             free: Vec::new(),
             live: 0,
+            tombstones: 0,
+            tombstones_after_sweep: 0,
             sets: Sets::new(),
             log: Log::default(),
             feeds: 0,
@@ -383,9 +388,10 @@ impl Rib {
             .copied()
     }
 
-    fn find_or_insert(&mut self, prefix: Prefix) -> u32 {
+    /// The prefix's slot, and whether it was there already.
+    fn find_or_insert(&mut self, prefix: Prefix) -> (u32, bool) {
         if let Some(slot) = self.find(&prefix) {
-            return slot;
+            return (slot, true);
         }
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -403,22 +409,60 @@ impl Rib {
             .insert_unique(hasher.hash_one(prefix), slot, |&s| {
                 hasher.hash_one(dests[s as usize].prefix)
             });
-        slot
+        (slot, false)
     }
 
-    /// Frees the slot of a destination with no path that no peer holds.
-    fn release(&mut self, slot: u32) {
+    /// A destination lost its last path: its slot is free once no peer holds it (was sent
+    /// it and not yet its withdrawal). Such slots are found by a sweep, when they are many.
+    fn emptied(&mut self, slot: u32) {
+        if self.feeds == 0 {
+            self.free_slot(slot);
+        } else {
+            self.tombstones += 1;
+            self.maybe_sweep();
+        }
+    }
+
+    fn free_slot(&mut self, slot: u32) {
         let Some(dest) = self.dests.get(slot as usize) else {
             return;
         };
-        if !dest.paths.is_empty() || dest.advertised != 0 {
-            return;
-        }
         let hash = self.hasher.hash_one(dest.prefix);
         if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
             entry.remove();
             self.free.push(slot);
         }
+    }
+
+    /// Sweeps once the destinations without paths are a quarter of the slots (and more
+    /// than twice what the last sweep left): a sweep costs a pass over every peer's bits,
+    /// paid for by the withdrawals that made the work.
+    fn maybe_sweep(&mut self) {
+        let threshold = (self.dests.len() / 4)
+            .max(2 * self.tombstones_after_sweep)
+            .max(SWEEP_MIN);
+        if self.tombstones >= threshold {
+            self.sweep();
+        }
+    }
+
+    /// Frees every slot whose destination has no path and that no peer holds.
+    fn sweep(&mut self) {
+        let mut held = Bits::default();
+        for feed in self.peers.values().filter_map(|e| e.feed.as_ref()) {
+            held.union(&feed.sent);
+        }
+        let empty: Vec<u32> = self
+            .index
+            .iter()
+            .copied()
+            .filter(|&slot| self.dests[slot as usize].paths.is_empty() && !held.get(slot))
+            .collect();
+        for slot in empty {
+            self.free_slot(slot);
+            self.tombstones -= 1;
+        }
+        self.tombstones_after_sweep = self.tombstones;
     }
 
     // ---- peers ---------------------------------------------------------------------------
@@ -650,16 +694,12 @@ impl Rib {
             return;
         };
         self.feeds -= 1;
-        for slot in feed.sent.ones() {
-            if let Some(d) = self.dests.get_mut(slot as usize) {
-                d.advertised = d.advertised.saturating_sub(1);
-                if d.advertised == 0 && d.paths.is_empty() {
-                    self.release(slot);
-                }
-            }
-        }
+        drop(feed);
         if self.feeds == 0 {
-            self.log.forget_before(self.log.end());
+            self.forget_log_before(self.log.end());
+            self.sweep();
+        } else {
+            self.maybe_sweep();
         }
     }
 
@@ -671,7 +711,20 @@ impl Rib {
             .filter_map(|e| e.feed.as_ref().map(|f| f.cursor))
             .min()
             .unwrap_or_else(|| self.log.end());
-        self.log.forget_before(oldest);
+        self.forget_log_before(oldest);
+    }
+
+    /// Forgets log entries, and that destinations are in the log where their last entry
+    /// goes (so a destination's position always lies in the log's window).
+    fn forget_log_before(&mut self, position: u64) {
+        for (at, slot) in self.log.before(position) {
+            if let Some(dest) = self.dests.get_mut(slot as usize) {
+                if dest.queued == at as u32 {
+                    dest.queued = feed::NEVER;
+                }
+            }
+        }
+        self.log.forget_before(position);
     }
 
     // ---- deferral ------------------------------------------------------------------------
@@ -920,20 +973,26 @@ impl Rib {
 
     /// Changes a prefix's paths, reruns the decision process and queues the result.
     fn modify(&mut self, prefix: Prefix, change: impl FnOnce(&mut Paths)) {
-        let slot = self.find_or_insert(prefix);
+        let (slot, existed) = self.find_or_insert(prefix);
         let dest = &mut self.dests[slot as usize];
         let old_best = dest.paths.first().map(Stored::export_key);
         let old_hops = hops(dest);
         let was_live = !dest.paths.is_empty();
         change(&mut dest.paths);
         let is_live = !dest.paths.is_empty();
-        let multipath = decision::rank(dest.paths.as_mut_slice());
-        dest.multipath = u16::try_from(multipath).unwrap_or(u16::MAX);
+        decision::rank(dest.paths.as_mut_slice());
         let new_best = dest.paths.first().map(Stored::export_key);
         let new_hops = hops(dest);
         match (was_live, is_live) {
-            (false, true) => self.live += 1,
+            (false, true) => {
+                self.live += 1;
+                if existed {
+                    // Back before a sweep freed its slot.
+                    self.tombstones -= 1;
+                }
+            }
             (true, false) => self.live -= 1,
+            (false, false) if !existed => self.free_slot(slot),
             _ => {}
         }
         if old_hops != new_hops {
@@ -949,7 +1008,9 @@ impl Rib {
                 self.grew = true;
             }
         }
-        self.release(slot);
+        if was_live && !is_live {
+            self.emptied(slot);
+        }
     }
 
     // ---- drains --------------------------------------------------------------------------
@@ -981,7 +1042,7 @@ impl Rib {
     /// empty while it is down or held. `more` says whether another batch waits.
     pub fn take_outbox(&mut self, address: IpAddr, limit: usize) -> Outbox {
         let mut out = Outbox::default();
-        let mut freed: Vec<u32> = Vec::new();
+        let mut withdrawn_empty = false;
         {
             let Rib {
                 config,
@@ -1008,16 +1069,19 @@ impl Rib {
                 advertised: &mut entry.advertised,
                 memo: None,
                 routes: &mut out.routes,
-                freed: &mut freed,
+                withdrawn_empty: &mut withdrawn_empty,
             };
             let mut taken = 0;
             if let Some(start) = feed.walk {
                 let end = (start as usize).saturating_add(limit).min(dests.len());
-                for (slot, dest) in dests.iter_mut().enumerate().take(end).skip(start as usize) {
+                for (slot, dest) in dests.iter().enumerate().take(end).skip(start as usize) {
                     // A destination with a log entry ahead of the cursor is sent when the
                     // cursor gets there, as it is then: the walk and the log never both
                     // send it, so a prefix is in a batch once.
-                    if dest.queued != feed::NEVER && dest.queued >= feed.cursor {
+                    if log
+                        .slot_position(dest.queued)
+                        .is_some_and(|p| p >= feed.cursor)
+                    {
                         continue;
                     }
                     step.run(dest, slot as u32);
@@ -1037,9 +1101,9 @@ impl Rib {
                     let Some(slot) = log.get(position) else {
                         continue;
                     };
-                    match dests.get_mut(slot as usize) {
+                    match dests.get(slot as usize) {
                         // Only its last entry counts: the destination is read as it is now.
-                        Some(dest) if dest.queued == position => {
+                        Some(dest) if dest.queued == position as u32 => {
                             step.run(dest, slot);
                             taken += 1;
                         }
@@ -1054,8 +1118,8 @@ impl Rib {
                 idle.push(address);
             }
         }
-        for slot in freed {
-            self.release(slot);
+        if withdrawn_empty {
+            self.maybe_sweep();
         }
         if self.log.len() > 4096 && self.log.len() > self.dests.len() / 2 {
             self.compact_log();
@@ -1072,9 +1136,9 @@ impl Rib {
         }
     }
 
-    /// Checks the table's bookkeeping (for tests and fuzzing): every slot's count of peers
-    /// holding it matches the peers' bits, every peer's advertised count matches its bits,
-    /// the index holds exactly the slots in use, and free slots hold nothing.
+    /// Checks the table's bookkeeping (for tests and fuzzing): every peer's advertised count
+    /// matches its bits, the index holds exactly the slots in use, free slots hold nothing
+    /// and no peer holds them, and a destination's log position names it.
     #[doc(hidden)]
     pub fn audit(&self) -> Result<(), String> {
         let feeds: Vec<(&IpAddr, &Feed, u64)> = self
@@ -1098,32 +1162,40 @@ impl Rib {
             }
         }
         let free: std::collections::HashSet<u32> = self.free.iter().copied().collect();
-        let mut live = 0;
+        let (mut live, mut tombstones) = (0, 0);
         for (slot, dest) in self.dests.iter().enumerate() {
             let slot = slot as u32;
-            let holders = feeds.iter().filter(|(_, f, _)| f.sent.get(slot)).count() as u32;
-            if holders != dest.advertised {
-                return Err(format!(
-                    "{}: held by {holders} peers, counted {}",
-                    dest.prefix, dest.advertised
-                ));
-            }
+            let held = feeds.iter().any(|(_, f, _)| f.sent.get(slot));
             let indexed = self.find(&dest.prefix) == Some(slot);
             if free.contains(&slot) {
-                if indexed || !dest.paths.is_empty() || dest.advertised != 0 {
+                if indexed || !dest.paths.is_empty() || held {
                     return Err(format!("free slot {slot} in use"));
                 }
-            } else if !indexed {
+                continue;
+            }
+            if !indexed {
                 return Err(format!("{} (slot {slot}) not in the index", dest.prefix));
-            } else if dest.paths.is_empty() && dest.advertised == 0 {
-                return Err(format!("{} (slot {slot}) should be free", dest.prefix));
+            }
+            if let Some(p) = self.log.slot_position(dest.queued) {
+                if self.log.get(p) != Some(slot) {
+                    return Err(format!(
+                        "{} (slot {slot}) queued at {p}, not in the log",
+                        dest.prefix
+                    ));
+                }
             }
             live += usize::from(!dest.paths.is_empty());
+            tombstones += usize::from(dest.paths.is_empty());
         }
-        if live != self.live || self.index.len() + free.len() != self.dests.len() {
+        if live != self.live
+            || tombstones != self.tombstones
+            || self.index.len() + free.len() != self.dests.len()
+        {
             return Err(format!(
-                "{live} live ({} counted), {} indexed, {} free, {} slots",
+                "{live} live ({} counted), {tombstones} without paths ({} counted), {} indexed, \
+                 {} free, {} slots",
                 self.live,
+                self.tombstones,
                 self.index.len(),
                 free.len(),
                 self.dests.len()
@@ -1221,11 +1293,12 @@ struct Step<'a> {
     /// The last export computed: destinations of one UPDATE arrive together and share it.
     memo: Option<((usize, export::Class, usize), Arc<PathAttributes>)>,
     routes: &'a mut Vec<(Prefix, Option<Export>)>,
-    freed: &'a mut Vec<u32>,
+    /// A destination without paths was withdrawn: its slot may be free now.
+    withdrawn_empty: &'a mut bool,
 }
 
 impl Step<'_> {
-    fn run(&mut self, dest: &mut Dest, slot: u32) {
+    fn run(&mut self, dest: &Dest, slot: u32) {
         let export = dest.paths.first().and_then(|best| {
             let decision = export::decide(self.config, self.session, &dest.prefix, best)?;
             let key = (
@@ -1249,18 +1322,14 @@ impl Step<'_> {
         match export {
             Some(e) => {
                 if self.feed_sent.set(slot) {
-                    dest.advertised += 1;
                     *self.advertised += 1;
                 }
                 self.routes.push((dest.prefix, Some(e)));
             }
             None if self.feed_sent.clear(slot) => {
-                dest.advertised = dest.advertised.saturating_sub(1);
                 *self.advertised = self.advertised.saturating_sub(1);
                 self.routes.push((dest.prefix, None));
-                if dest.advertised == 0 && dest.paths.is_empty() {
-                    self.freed.push(slot);
-                }
+                *self.withdrawn_empty |= dest.paths.is_empty();
             }
             None => {}
         }
@@ -1274,7 +1343,8 @@ fn same_source(p: &Stored, address: IpAddr, path_id: u32) -> bool {
 /// The forwarding hops of a destination: its multipath set, when the best path is a peer's.
 fn hops(dest: &Dest) -> Vec<Hop> {
     let mut hops: Vec<Hop> = Vec::new();
-    for p in dest.paths.as_slice().iter().take(dest.multipath.into()) {
+    let paths = dest.paths.as_slice();
+    for p in paths.iter().take(decision::multipath(paths)) {
         let (Some(from), Some(next_hop)) = (&p.from, p.next_hop()) else {
             // Our own route is best: nothing learned is forwarded by.
             return Vec::new();

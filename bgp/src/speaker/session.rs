@@ -22,6 +22,8 @@ use tracing::Instrument;
 
 /// Messages queued to one connection's writer.
 const WRITE_QUEUE: usize = 64;
+/// Route batches a session lets queue to its writer before it takes another from the table.
+const BATCHES_QUEUED: usize = 2;
 /// Events from connection tasks to the session task.
 const EVENT_QUEUE: usize = 256;
 /// How long a connection's writer may stay full before a session is up.
@@ -440,23 +442,50 @@ impl SessionTask {
         let Some((tx, _)) = self.conns.get(&id).and_then(|io| io.writer.as_ref()) else {
             return;
         };
-        // Waiting here is the back-pressure of a slow peer, but not for ever: while this task
-        // waits it runs no timers, so a peer that stops reading for longer than the hold time
-        // (or WRITE_STALL before a session is up) loses the connection, as if its hold timer had
-        // expired on our side.
-        let limit = self
-            .established
+        let tx = tx.clone();
+        let limit = self.stall_limit(id);
+        if tokio::time::timeout(limit, tx.send(bytes)).await.is_err() {
+            self.stalled(id, limit);
+        }
+    }
+
+    /// Waits until the connection's writer has at most [`BATCHES_QUEUED`] messages queued;
+    /// false when the connection is gone or stalled (and closed).
+    async fn writer_drained(&mut self, id: ConnId) -> bool {
+        let Some((tx, _)) = self.conns.get(&id).and_then(|io| io.writer.as_ref()) else {
+            return false;
+        };
+        let tx = tx.clone();
+        let limit = self.stall_limit(id);
+        let room = tokio::time::timeout(limit, tx.reserve_many(WRITE_QUEUE - BATCHES_QUEUED))
+            .await
+            .map(|r| r.is_ok());
+        match room {
+            Ok(open) => open,
+            Err(_) => {
+                self.stalled(id, limit);
+                false
+            }
+        }
+    }
+
+    /// How long a write may wait. Waiting is the back-pressure of a slow peer, but not for
+    /// ever: while this task waits it runs no timers, so a peer that stops reading for longer
+    /// than the hold time (or WRITE_STALL before a session is up) loses the connection, as if
+    /// its hold timer had expired on our side.
+    fn stall_limit(&self, id: ConnId) -> Duration {
+        self.established
             .as_ref()
             .filter(|up| up.conn == id && up.session.hold_time > 0)
             .map_or(WRITE_STALL, |up| {
                 Duration::from_secs(u64::from(up.session.hold_time))
-            });
-        let tx = tx.clone();
-        if tokio::time::timeout(limit, tx.send(bytes)).await.is_err() {
-            tracing::warn!(stalled_for = ?limit, "peer stopped reading; closing the connection");
-            self.close(id);
-            self.fsm.closed(id, Instant::now());
-        }
+            })
+    }
+
+    fn stalled(&mut self, id: ConnId, limit: Duration) {
+        tracing::warn!(stalled_for = ?limit, "peer stopped reading; closing the connection");
+        self.close(id);
+        self.fsm.closed(id, Instant::now());
     }
 
     fn close(&mut self, id: ConnId) {
@@ -678,6 +707,11 @@ impl SessionTask {
         let conn = up.conn;
         let ctx = up.session.context.clone();
         let address = self.config.address;
+        // What a slow peer has not taken stays in the table, not in our queue: a batch is
+        // taken only once the writer has at most a few messages left.
+        if !self.writer_drained(conn).await {
+            return;
+        }
         let outbox = self
             .ctx
             .with_rib(|rib| rib.take_outbox(address, crate::rib::BATCH));
