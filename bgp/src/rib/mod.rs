@@ -177,28 +177,106 @@ pub struct Origination {
     pub large_communities: Vec<LargeCommunity>,
 }
 
-/// A batch of what a session has to send: prefixes to announce (`Some`) or withdraw
-/// (`None`), each at most once, and the families whose End-of-RIB follows.
+/// A batch of what a session has to send: prefixes to withdraw, prefixes to announce
+/// grouped by what they are sent with (each prefix at most once in a batch), and the
+/// families whose End-of-RIB follows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outbox {
-    /// Changes, in no particular order.
-    pub routes: Vec<(Prefix, Option<Export>)>,
-    /// End-of-RIB markers to send after `routes` (RFC 4724 §2).
+    /// Prefixes to withdraw.
+    pub withdrawn: Vec<Prefix>,
+    /// Prefixes to announce, by family, next hop and attribute set: one UPDATE per group,
+    /// or as many as its prefixes need.
+    pub announced: Vec<Announced>,
+    /// End-of-RIB markers to send after the routes (RFC 4724 §2).
     pub end_of_rib: Vec<Family>,
     /// More is waiting: take the next batch once this one is written.
     pub more: bool,
+    /// Where each group of `announced` is.
+    groups: HashMap<(Family, NextHop, usize), usize>,
+}
+
+/// Prefixes sent with one next hop and attribute set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The family of the prefixes.
+    pub family: Family,
+    /// The next hop.
+    pub next_hop: NextHop,
+    /// The attributes (interned: equal sets are pointer-equal).
+    pub attrs: Arc<PathAttributes>,
+    /// The prefixes.
+    pub prefixes: Vec<Prefix>,
 }
 
 impl Outbox {
     /// Nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty() && self.end_of_rib.is_empty()
+        self.withdrawn.is_empty() && self.announced.is_empty() && self.end_of_rib.is_empty()
     }
 
-    /// The change for `prefix` in this batch, if any.
-    pub fn get(&self, prefix: &Prefix) -> Option<&Option<Export>> {
-        self.routes
-            .iter()
+    /// Number of prefixes in the batch.
+    pub fn len(&self) -> usize {
+        self.withdrawn.len()
+            + self
+                .announced
+                .iter()
+                .map(|a| a.prefixes.len())
+                .sum::<usize>()
+    }
+
+    /// Adds a prefix to announce. The attributes are cloned only for a new group: a batch
+    /// costs a prefix per entry, not a reference count update.
+    pub fn announce(&mut self, prefix: Prefix, next_hop: NextHop, attrs: &Arc<PathAttributes>) {
+        let key = (prefix.family(), next_hop, Arc::as_ptr(attrs) as usize);
+        let i = match self.announced.last() {
+            Some(last)
+                if last.family == key.0
+                    && last.next_hop == next_hop
+                    && Arc::ptr_eq(&last.attrs, attrs) =>
+            {
+                self.announced.len() - 1
+            }
+            _ => match self.groups.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.announced.push(Announced {
+                        family: key.0,
+                        next_hop,
+                        attrs: Arc::clone(attrs),
+                        prefixes: Vec::new(),
+                    });
+                    self.groups.insert(key, self.announced.len() - 1);
+                    self.announced.len() - 1
+                }
+            },
+        };
+        self.announced[i].prefixes.push(prefix);
+    }
+
+    /// Adds a prefix to withdraw.
+    pub fn withdraw(&mut self, prefix: Prefix) {
+        self.withdrawn.push(prefix);
+    }
+
+    /// Every prefix of the batch with what it is sent (`None`: withdrawn).
+    pub fn routes(&self) -> Vec<(Prefix, Option<Export>)> {
+        let withdrawn = self.withdrawn.iter().map(|p| (*p, None));
+        let announced = self.announced.iter().flat_map(|a| {
+            a.prefixes.iter().map(|p| {
+                let export = Export {
+                    next_hop: a.next_hop,
+                    attrs: Arc::clone(&a.attrs),
+                };
+                (*p, Some(export))
+            })
+        });
+        withdrawn.chain(announced).collect()
+    }
+
+    /// The change for `prefix` in this batch, if any (`Some(None)`: a withdrawal).
+    pub fn get(&self, prefix: &Prefix) -> Option<Option<Export>> {
+        self.routes()
+            .into_iter()
             .find(|(p, _)| p == prefix)
             .map(|(_, e)| e)
     }
@@ -1068,7 +1146,7 @@ impl Rib {
                 feed_sent: &mut feed.sent,
                 advertised: &mut entry.advertised,
                 memo: None,
-                routes: &mut out.routes,
+                out: &mut out,
                 withdrawn_empty: &mut withdrawn_empty,
             };
             let mut taken = 0;
@@ -1089,7 +1167,7 @@ impl Rib {
                 taken = end - start as usize;
                 if end >= dests.len() {
                     feed.walk = None;
-                    out.end_of_rib = std::mem::take(&mut feed.end_of_rib);
+                    step.out.end_of_rib = std::mem::take(&mut feed.end_of_rib);
                 } else {
                     feed.walk = Some(end as u32);
                 }
@@ -1112,8 +1190,9 @@ impl Rib {
                 }
                 log.read_to(feed.cursor);
             }
-            out.more = feed.walk.is_some() || feed.cursor < log.end();
-            if !out.more && !feed.idle {
+            let more = feed.walk.is_some() || feed.cursor < log.end();
+            step.out.more = more;
+            if !more && !feed.idle {
                 feed.idle = true;
                 idle.push(address);
             }
@@ -1292,43 +1371,38 @@ struct Step<'a> {
     advertised: &'a mut u64,
     /// The last export computed: destinations of one UPDATE arrive together and share it.
     memo: Option<((usize, export::Class, usize), Arc<PathAttributes>)>,
-    routes: &'a mut Vec<(Prefix, Option<Export>)>,
+    out: &'a mut Outbox,
     /// A destination without paths was withdrawn: its slot may be free now.
     withdrawn_empty: &'a mut bool,
 }
 
 impl Step<'_> {
     fn run(&mut self, dest: &Dest, slot: u32) {
-        let export = dest.paths.first().and_then(|best| {
+        let decided = dest.paths.first().and_then(|best| {
             let decision = export::decide(self.config, self.session, &dest.prefix, best)?;
-            let key = (
-                Arc::as_ptr(best.attrs()) as usize,
-                decision.class,
-                best.from.as_ref().map_or(0, |f| Arc::as_ptr(f) as usize),
-            );
-            let attrs = match &self.memo {
-                Some((k, a)) if *k == key => Arc::clone(a),
-                _ => {
-                    let a = self.sets.exported(self.config, decision.class, best);
-                    self.memo = Some((key, Arc::clone(&a)));
-                    a
-                }
-            };
-            Some(Export {
-                next_hop: decision.next_hop,
-                attrs,
-            })
+            Some((best, decision))
         });
-        match export {
-            Some(e) => {
+        match decided {
+            Some((best, decision)) => {
+                let key = (
+                    Arc::as_ptr(best.attrs()) as usize,
+                    decision.class,
+                    best.from.as_ref().map_or(0, |f| Arc::as_ptr(f) as usize),
+                );
+                if self.memo.as_ref().is_none_or(|(k, _)| *k != key) {
+                    let attrs = self.sets.exported(self.config, decision.class, best);
+                    self.memo = Some((key, attrs));
+                }
+                if let Some((_, attrs)) = &self.memo {
+                    self.out.announce(dest.prefix, decision.next_hop, attrs);
+                }
                 if self.feed_sent.set(slot) {
                     *self.advertised += 1;
                 }
-                self.routes.push((dest.prefix, Some(e)));
             }
             None if self.feed_sent.clear(slot) => {
                 *self.advertised = self.advertised.saturating_sub(1);
-                self.routes.push((dest.prefix, None));
+                self.out.withdraw(dest.prefix);
                 *self.withdrawn_empty |= dest.paths.is_empty();
             }
             None => {}

@@ -1,43 +1,30 @@
 //! Packing what a peer must be sent into UPDATE messages (RFC 4271 §9.2: as few as fit).
 
-use super::{Export, Outbox};
-use crate::prefix::{Family, Prefix};
-use crate::wire::{Context, Message, NextHop, Nlri, PathAttributes, Update};
+use super::Outbox;
+use crate::prefix::Family;
+use crate::wire::{Context, Message, Nlri, Update};
 use bytes::BytesMut;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
-/// Appends the UPDATEs of `outbox` to `buf`: withdrawals first, then announcements packed
-/// by (family, next hop, attribute set), then the End-of-RIB markers. Returns the number of
-/// messages.
+/// Appends the UPDATEs of `outbox` to `buf`: withdrawals first, then each group of
+/// announcements (packed as many per UPDATE as fit), then the End-of-RIB markers. Returns the
+/// number of messages.
 pub fn encode(ctx: &Context, outbox: &Outbox, buf: &mut BytesMut) -> usize {
-    let mut withdrawn: BTreeMap<Family, Vec<Nlri>> = BTreeMap::new();
-    // The attribute sets are interned: equal sets are one allocation, so the pointer is
-    // the grouping key (and keeps the order of the output independent of the contents).
-    type Group = (Arc<PathAttributes>, Vec<Nlri>);
-    let mut announced: BTreeMap<(Family, NextHop, usize), Group> = BTreeMap::new();
-    for (prefix, export) in &outbox.routes {
-        match export {
-            None => withdrawn
-                .entry(prefix.family())
-                .or_default()
-                .push(nlri(prefix)),
-            Some(Export { next_hop, attrs }) => {
-                let key = (prefix.family(), *next_hop, Arc::as_ptr(attrs) as usize);
-                announced
-                    .entry(key)
-                    .or_insert_with(|| (Arc::clone(attrs), Vec::new()))
-                    .1
-                    .push(nlri(prefix));
-            }
+    let mut messages = 0;
+    for family in Family::ALL {
+        let nlri: Vec<Nlri> = outbox
+            .withdrawn
+            .iter()
+            .filter(|p| p.family() == family)
+            .map(|p| Nlri::from(*p))
+            .collect();
+        if !nlri.is_empty() {
+            messages += Update::encode_withdraw(ctx, family, &nlri, buf);
         }
     }
-    let mut messages = 0;
-    for (family, nlri) in withdrawn {
-        messages += Update::encode_withdraw(ctx, family, &nlri, buf);
-    }
-    for ((family, next_hop, _), (attrs, nlri)) in announced {
-        messages += Update::encode_announce(ctx, family, &attrs, next_hop, &nlri, buf);
+    for group in &outbox.announced {
+        let nlri: Vec<Nlri> = group.prefixes.iter().map(|p| Nlri::from(*p)).collect();
+        messages +=
+            Update::encode_announce(ctx, group.family, &group.attrs, group.next_hop, &nlri, buf);
     }
     for family in &outbox.end_of_rib {
         Message::Update(Update::end_of_rib(*family)).encode(ctx, buf);
@@ -46,17 +33,15 @@ pub fn encode(ctx: &Context, outbox: &Outbox, buf: &mut BytesMut) -> usize {
     messages
 }
 
-fn nlri(prefix: &Prefix) -> Nlri {
-    Nlri::from(*prefix)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::wire::{AsPath, Origin};
+    use crate::prefix::Prefix;
+    use crate::wire::{AsPath, NextHop, Origin, PathAttributes};
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()
@@ -93,13 +78,8 @@ mod tests {
         let shared = attrs(&[65001]);
         let mut outbox = Outbox::default();
         for i in 0..200 {
-            let e = Export {
-                next_hop: nh("10.0.0.1"),
-                attrs: Arc::clone(&shared),
-            };
-            outbox
-                .routes
-                .push((p(&format!("10.{}.{}.0/26", i / 4, (i % 4) * 64)), Some(e)));
+            let prefix = p(&format!("10.{}.{}.0/26", i / 4, (i % 4) * 64));
+            outbox.announce(prefix, nh("10.0.0.1"), &shared);
         }
         let mut buf = BytesMut::new();
         assert_eq!(encode(&ctx, &outbox, &mut buf), 1);
@@ -118,11 +98,7 @@ mod tests {
             ("10.3.0.0/24", "10.0.0.2", &a),
             ("10.4.0.0/24", "10.0.0.1", &a),
         ] {
-            let e = Export {
-                next_hop: nh(hop),
-                attrs: Arc::clone(at),
-            };
-            outbox.routes.push((p(prefix), Some(e)));
+            outbox.announce(p(prefix), nh(hop), at);
         }
         let mut buf = BytesMut::new();
         assert_eq!(encode(&ctx, &outbox, &mut buf), 3);
@@ -132,15 +108,9 @@ mod tests {
     fn withdrawals_come_first_and_end_of_rib_last() {
         let ctx = Context::modern();
         let mut outbox = Outbox::default();
-        outbox.routes.push((
-            p("10.1.0.0/24"),
-            Some(Export {
-                next_hop: nh("10.0.0.1"),
-                attrs: attrs(&[]),
-            }),
-        ));
-        outbox.routes.push((p("10.2.0.0/24"), None));
-        outbox.routes.push((p("fd00::/64"), None));
+        outbox.announce(p("10.1.0.0/24"), nh("10.0.0.1"), &attrs(&[]));
+        outbox.withdraw(p("10.2.0.0/24"));
+        outbox.withdraw(p("fd00::/64"));
         outbox.end_of_rib = Family::ALL.to_vec();
         let mut buf = BytesMut::new();
         let n = encode(&ctx, &outbox, &mut buf);

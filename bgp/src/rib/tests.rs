@@ -102,22 +102,32 @@ fn best_peer(rib: &Rib, prefix: &str) -> Option<IpAddr> {
 
 /// Everything the peer's session has to send, in as many batches as it takes.
 fn sent(rib: &mut Rib, n: u8) -> Outbox {
-    let mut all = Outbox::default();
+    let mut all: Vec<(Prefix, Option<Export>)> = Vec::new();
+    let mut end_of_rib = Vec::new();
     loop {
         let batch = rib.take_outbox(addr(n), usize::MAX);
-        for (prefix, export) in batch.routes {
-            all.routes.retain(|(p, _)| *p != prefix);
-            all.routes.push((prefix, export));
+        for (prefix, export) in batch.routes() {
+            all.retain(|(p, _)| *p != prefix);
+            all.push((prefix, export));
         }
-        all.end_of_rib.extend(batch.end_of_rib);
+        end_of_rib.extend(batch.end_of_rib);
         if !batch.more {
-            return all;
+            break;
         }
     }
+    let mut out = Outbox::default();
+    for (prefix, export) in all {
+        match export {
+            Some(e) => out.announce(prefix, e.next_hop, &e.attrs),
+            None => out.withdraw(prefix),
+        }
+    }
+    out.end_of_rib = end_of_rib;
+    out
 }
 
 fn announced(outbox: &Outbox, prefix: &str) -> Option<Export> {
-    outbox.get(&p(prefix)).cloned().flatten()
+    outbox.get(&p(prefix)).flatten()
 }
 
 // ---- decision process ----------------------------------------------------------------------
@@ -345,7 +355,7 @@ fn a_new_peer_gets_the_whole_table_then_end_of_rib() {
     s = session(3, PeerKind::Internal);
     rib.peer_up(s);
     let out = sent(&mut rib, 2);
-    assert_eq!(out.routes.len(), 1, "no IPv4 next hop on an IPv6 session");
+    assert_eq!(out.len(), 1, "no IPv4 next hop on an IPv6 session");
     assert_eq!(out.end_of_rib, Family::ALL.to_vec());
     let out = sent(&mut rib, 3);
     assert_eq!(
@@ -493,7 +503,7 @@ fn a_withdrawn_best_path_is_withdrawn_from_peers_and_a_replacement_announced() {
     assert_eq!(e.next_hop, NextHop::V4(v4("10.0.0.3")));
     rib.update(addr(3), &withdraw(&["10.9.0.0/24"]));
     let out = sent(&mut rib, 4);
-    assert_eq!(out.get(&p("10.9.0.0/24")), Some(&None));
+    assert_eq!(out.get(&p("10.9.0.0/24")), Some(None));
     assert_eq!(rib.counts(addr(4)).advertised, 0);
 }
 
@@ -506,7 +516,7 @@ fn changes_before_the_session_writes_are_coalesced() {
     rib.withdraw(p("10.244.0.0/26"));
     rib.originate(p("10.244.0.0/26"), &Origination::default());
     let out = sent(&mut rib, 2);
-    assert_eq!(out.routes.len(), 1);
+    assert_eq!(out.len(), 1);
     assert!(announced(&out, "10.244.0.0/26").is_some());
 }
 
@@ -820,7 +830,7 @@ fn a_route_refresh_queues_the_table_again_without_end_of_rib() {
     sent(&mut rib, 2);
     rib.refresh(addr(2));
     let out = sent(&mut rib, 2);
-    assert_eq!((out.routes.len(), out.end_of_rib.len()), (1, 0));
+    assert_eq!((out.len(), out.end_of_rib.len()), (1, 0));
 }
 
 // ---- feeds: the log, the walks and the per-peer bits ------------------------------------
@@ -830,7 +840,7 @@ fn one_batch(rib: &mut Rib, n: u8, limit: usize) -> Outbox {
 }
 
 fn prefixes(out: &Outbox) -> Vec<Prefix> {
-    let mut v: Vec<Prefix> = out.routes.iter().map(|(p, _)| *p).collect();
+    let mut v: Vec<Prefix> = out.routes().iter().map(|(p, _)| *p).collect();
     v.sort();
     v
 }
@@ -858,7 +868,7 @@ fn a_table_larger_than_a_batch_arrives_in_batches_once_each_then_end_of_rib() {
     loop {
         let out = one_batch(&mut rib, 3, 100);
         batches += 1;
-        assert!(out.routes.len() <= 100);
+        assert!(out.len() <= 100);
         assert_eq!(
             out.end_of_rib.is_empty(),
             out.more,
@@ -885,7 +895,7 @@ fn a_change_during_a_walk_is_sent_once_as_it_ends_up() {
     );
     rib.peer_up(session(3, PeerKind::Internal));
     let first = one_batch(&mut rib, 3, 1);
-    assert_eq!(first.routes.len(), 1);
+    assert_eq!(first.len(), 1);
     // Both change before the walk gets to the second: the first is sent again, the second
     // once, with what it is now.
     rib.update(
@@ -903,7 +913,7 @@ fn a_change_during_a_walk_is_sent_once_as_it_ends_up() {
         vec![p("10.1.0.0/24"), p("10.2.0.0/24")],
         "each once"
     );
-    for (_, e) in &rest.routes {
+    for (_, e) in &rest.routes() {
         let path = e.as_ref().unwrap().attrs.as_path.clone().unwrap();
         assert_eq!(path, AsPath::sequence([65002, 65009]));
     }
@@ -924,10 +934,10 @@ fn a_slow_peer_gets_only_the_last_of_changes_a_fast_peer_saw_one_by_one() {
             &announce(&["10.9.0.0/24"], "10.0.0.2", attrs(&path)),
         );
         let fast = sent(&mut rib, 3);
-        assert_eq!(fast.routes.len(), 1);
+        assert_eq!(fast.len(), 1);
     }
     let slow = one_batch(&mut rib, 4, usize::MAX);
-    assert_eq!(slow.routes.len(), 1);
+    assert_eq!(slow.len(), 1);
     let e = announced(&slow, "10.9.0.0/24").unwrap();
     assert_eq!(
         e.attrs.as_path.clone().unwrap(),
@@ -949,9 +959,9 @@ fn a_peer_that_comes_up_behind_a_pending_change_still_gets_the_next_one() {
     rib.peer_up(session(4, PeerKind::Internal));
     assert!(announced(&sent(&mut rib, 4), "10.9.0.0/24").is_some());
     rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
-    assert_eq!(sent(&mut rib, 4).get(&p("10.9.0.0/24")), Some(&None));
+    assert_eq!(sent(&mut rib, 4).get(&p("10.9.0.0/24")), Some(None));
     assert_eq!(
-        sent(&mut rib, 3).routes,
+        sent(&mut rib, 3).routes(),
         vec![],
         "never sent, never withdrawn"
     );
@@ -970,14 +980,14 @@ fn a_withdrawn_destination_keeps_its_slot_until_every_peer_that_had_it_was_told(
     sent(&mut rib, 3);
     sent(&mut rib, 4);
     rib.update(addr(2), &withdraw(&["10.9.0.0/24"]));
-    assert_eq!(sent(&mut rib, 3).get(&p("10.9.0.0/24")), Some(&None));
+    assert_eq!(sent(&mut rib, 3).get(&p("10.9.0.0/24")), Some(None));
     // A new prefix must not take the slot peer 4 still holds as 10.9.0.0/24.
     rib.update(
         addr(2),
         &announce(&["10.8.0.0/24"], "10.0.0.2", attrs(&[65002])),
     );
     let out = sent(&mut rib, 4);
-    assert_eq!(out.get(&p("10.9.0.0/24")), Some(&None));
+    assert_eq!(out.get(&p("10.9.0.0/24")), Some(None));
     assert!(announced(&out, "10.8.0.0/24").is_some());
     assert_eq!(rib.counts(addr(4)).advertised, 1);
 }
@@ -1077,7 +1087,7 @@ mod feeds_agree_with_the_table {
     type Held = BTreeMap<Prefix, Export>;
 
     fn apply(held: &mut Held, out: Outbox) {
-        for (p, e) in out.routes {
+        for (p, e) in out.routes() {
             match e {
                 Some(e) => held.insert(p, e),
                 None => held.remove(&p),
@@ -1119,10 +1129,10 @@ mod feeds_agree_with_the_table {
                     }
                     Op::Take { peer, limit } => {
                         let out = rib.take_outbox(addr(2 + peer), usize::from(limit));
-                        let mut seen: Vec<Prefix> = out.routes.iter().map(|(p, _)| *p).collect();
+                        let mut seen: Vec<Prefix> = out.routes().iter().map(|(p, _)| *p).collect();
                         seen.sort();
                         seen.dedup();
-                        prop_assert_eq!(seen.len(), out.routes.len(), "a prefix twice in a batch");
+                        prop_assert_eq!(seen.len(), out.len(), "a prefix twice in a batch");
                         apply(&mut held[usize::from(peer)], out);
                     }
                     Op::Refresh { peer } => rib.refresh(addr(2 + peer)),
@@ -1149,7 +1159,7 @@ mod feeds_agree_with_the_table {
                 let mut fresh = Held::new();
                 loop {
                     let out = rib.take_outbox(addr(2 + peer), usize::MAX);
-                    prop_assert!(out.routes.iter().all(|(_, e)| e.is_some()));
+                    prop_assert!(out.routes().iter().all(|(_, e)| e.is_some()));
                     let more = out.more;
                     apply(&mut fresh, out);
                     if !more {
