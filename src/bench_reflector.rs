@@ -217,37 +217,91 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
 }
 
 async fn run_light_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
+    use crate::bench_light::{Expect, LightClients, LightSession};
     let started = SystemTime::now();
+    let deadline = tokio::time::Instant::now() + timeout;
     let cpu0 = own_cpu_ticks()?;
     let mut sessions = Vec::with_capacity(2 * n as usize);
     for i in 0..n {
-        sessions.push(crate::bench_light::LightSession {
-            index: i,
-            local: IpAddr::V4(client_v4(i)),
-            router_id: client_v4(i),
-            reflector: IpAddr::V4(RR_V4),
-            block: block_v4(i),
-            family: Family::Ipv4Unicast,
-        });
-        sessions.push(crate::bench_light::LightSession {
-            index: i,
-            local: IpAddr::V6(client_v6(i)),
-            router_id: client_v4(i),
-            reflector: IpAddr::V6(RR_V6),
-            block: block_v6(i),
-            family: Family::Ipv6Unicast,
-        });
+        for (local, reflector, block, family) in [
+            (
+                IpAddr::V4(client_v4(i)),
+                IpAddr::V4(RR_V4),
+                block_v4(i),
+                Family::Ipv4Unicast,
+            ),
+            (
+                IpAddr::V6(client_v6(i)),
+                IpAddr::V6(RR_V6),
+                block_v6(i),
+                Family::Ipv6Unicast,
+            ),
+        ] {
+            sessions.push(LightSession {
+                index: i,
+                local,
+                router_id: client_v4(i),
+                reflector,
+                family,
+                hold_time: HOLD_TIME,
+                announce: vec![block],
+                announce_when_established: false,
+            });
+        }
     }
-    let mut result = crate::bench_light::run(sessions, n, timeout, owner, started).await?;
+    // A session's slots are the clients' indexes: it holds its own block and the n - 1
+    // others of its family.
+    let expect = Expect {
+        slots: n,
+        per_session: n,
+        owner: Arc::new(owner),
+    };
+    let clients = LightClients::start(sessions, &expect);
+    clients.wait_converged(deadline).await;
+    let seen = clients.snapshot();
     let cpu_s = own_cpu_ticks()?.saturating_sub(cpu0) as f64 / TICKS_PER_SECOND;
-    if let Some(o) = result.as_object_mut() {
-        o.insert("clients_cpu_s".into(), json!(cpu_s));
-        o.insert(
-            "clients_peak_rss_kib".into(),
-            json!(status_kib(Path::new("/proc/self/status"), "VmHWM:")),
-        );
+
+    // A client has converged when both its sessions have (the later of the two).
+    let mut done: Vec<Option<SystemTime>> = vec![None; n as usize];
+    let mut halves = vec![0u8; n as usize];
+    for s in &seen {
+        let i = s.index as usize;
+        halves[i] += 1;
+        done[i] = match (done[i], s.converged) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (_, b) if halves[i] == 1 => b,
+            _ => None,
+        };
     }
-    Ok(result)
+    let converged = done.iter().filter(|d| d.is_some()).count();
+    let firsts: Vec<Option<SystemTime>> = seen.iter().map(|s| s.established_first).collect();
+    let first_up = firsts.iter().flatten().min().copied();
+    let last_up = firsts.iter().flatten().max().copied();
+    let last_done = done.iter().flatten().max().copied();
+    let all_up = firsts.iter().all(Option::is_some);
+    let since = |t: Option<SystemTime>| t.map(|t| seconds_between(started, t));
+    let mut out = crate::bench_light::totals(&seen);
+    let extra = json!({
+        "clients": n,
+        "prefixes": 2 * n,
+        "converged": converged == n as usize,
+        "clients_converged": converged,
+        // Each client's two sessions hold the blocks of their family, its own included.
+        "min_prefixes_held": seen.chunks(2).map(|p| p.iter().map(|s| s.count).sum::<u32>()).min().unwrap_or(0),
+        "first_established_s": since(first_up),
+        "last_established_s": since(last_up),
+        "converged_at_s": since(last_done),
+        "converge_s": match (last_up, last_done) {
+            (Some(up), Some(done)) if converged == n as usize && all_up => Some(seconds_between(up, done)),
+            _ => None,
+        },
+        "clients_cpu_s": cpu_s,
+        "clients_peak_rss_kib": status_kib(Path::new("/proc/self/status"), "VmHWM:"),
+    });
+    if let (Value::Object(o), Value::Object(e)) = (&mut out, extra) {
+        o.extend(e);
+    }
+    Ok(out)
 }
 
 async fn run_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {

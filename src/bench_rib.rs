@@ -8,27 +8,39 @@
 //!       lo: 10.0.0.1                                 lo: 10.1.0.1.. (clients), 10.1.255.1 (feeder)
 //!       d0 10.255.0.1/30 ------- veth ------- c0 10.255.0.2/30
 //!       tabby speaker --cluster-id ...               tabby bench rib --inner:
-//!       | bird -f -c bird.conf                         N client Speakers (IPv4 sessions to
-//!       | gobgpd -f gobgpd.toml                        10.0.0.1), full-table: one feeder
-//!       every peer an rr client, passive;            Speaker; reads the DUT's /proc/<pid>
+//!       | bird -f -c bird.conf                         N light clients (IPv4 sessions to
+//!       | gobgpd -f gobgpd.toml                        10.0.0.1), full-table: one light
+//!       every peer an rr client, passive;            feeder; reads the DUT's /proc/<pid>
 //!       nothing written to any kernel                before the feed and at convergence;
 //!                                                    JSON result on stdout
 //!     namespaces, processes and files deleted at the end, on errors and on SIGINT/SIGTERM
 //! ```
 //!
+//! The clients and the feeder are light (src/bench_light.rs): one task per session that
+//! speaks just enough BGP and counts the distinct prefixes it receives in a bitset indexed by
+//! the prefix's place in the scenario, instead of full `tabby_bgp::speaker::Speaker`s that
+//! each keep a table; on this 2-core machine full clients used more CPU than the DUT, so the
+//! benchmark partly measured them. Every announcement a client receives is checked for its
+//! next hop (the announcer's address, kept by the reflector).
+//!
 //! Scenarios:
 //! - `full-table`: N clients (default 10) come up first; then one more client, the feeder,
-//!   whose table already holds P /24s (default 1,000,000, from 16.0.0.0/4) connects. Measured:
-//!   from the feeder's session reaching Established to every client holding all P prefixes.
-//! - `many-clients`: N clients (default 200) each originating K /26s (default 64) start at
-//!   once. Measured: from the clients' start (and from the last session Established) to every
-//!   client holding all N*K prefixes (its own K and the others' reflected to it).
+//!   connects with P /24s (default 1,000,000, from 16.0.0.0/4) already encoded as maximally
+//!   packed UPDATEs, and writes them, then an End-of-RIB, as fast as the socket takes them
+//!   once its session is Established. Measured: from the feeder's session reaching
+//!   Established to every client holding all P prefixes.
+//! - `many-clients`: N clients (default 200) each originating K /26s (default 64, in packed
+//!   UPDATEs right behind their OPEN) start at once. Measured: from the clients' start (and
+//!   from the last session Established) to every client holding all N*K prefixes (its own K
+//!   and the others' reflected to it).
 //!
-//! Completion is polled from each client's table (`Speaker::prefixes`) every 20 ms. Memory
-//! per path is the DUT's peak RSS (`VmHWM`) minus its RSS just before the routes start to
-//! flow, divided by the paths it received (P, or N*K).
+//! Completion: each client session records when it first held every prefix; the clients
+//! are polled every 20 ms to read the DUT's peak RSS when the last one has. Memory per path
+//! is the DUT's peak RSS (`VmHWM`) minus its RSS just before the routes start to flow,
+//! divided by the paths it received (P, or N*K).
 
 use crate::bench_cmd::{check, machine, run_cmd, Netns};
+use crate::bench_light::{Expect, LightClients, LightSession};
 use crate::bench_proc::{Guarded, Scratch};
 use anyhow::{bail, Context as _};
 use clap::{Args as ClapArgs, ValueEnum};
@@ -37,8 +49,8 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tabby_bgp::speaker::{PeerConfig, Speaker, SpeakerConfig};
 use tabby_bgp::wire::NextHop;
 use tabby_bgp::{Family, Prefix};
 
@@ -217,14 +229,6 @@ fn block(i: u32, j: u32, k: u32) -> Prefix {
     v4_prefix(BLOCK_BASE + (i * k + j) * 64, 26)
 }
 
-/// The client that owns a block (many-clients).
-fn block_owner(prefix: &Prefix, k: u32) -> Option<u32> {
-    match prefix.addr() {
-        IpAddr::V4(a) => Some(u32::from(a).checked_sub(BLOCK_BASE)? / 64 / k),
-        IpAddr::V6(_) => None,
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // /proc of the DUT.
 
@@ -275,38 +279,50 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
     }
 }
 
-/// A client or feeder: listens nowhere (the DUT is passive), one IPv4 session to the DUT.
-async fn client(
-    addr: Ipv4Addr,
-    originate: impl Iterator<Item = Prefix>,
-) -> anyhow::Result<Speaker> {
-    let config = SpeakerConfig {
-        listen: None,
-        ..SpeakerConfig::new(addr, AS)
-    };
-    let speaker = Speaker::start(config).await?;
-    for p in originate {
-        speaker.originate(p, None);
-    }
-    Ok(speaker)
-}
-
-fn connect(speaker: &Speaker, addr: Ipv4Addr) -> anyhow::Result<()> {
-    speaker.add_peer(PeerConfig {
-        local_address: Some(IpAddr::V4(addr)),
-        families: vec![Family::Ipv4Unicast],
+/// Client i's session (it announces `announce`).
+fn light_session(addr: Ipv4Addr, index: u32, announce: Vec<Prefix>) -> LightSession {
+    LightSession {
+        index,
+        local: IpAddr::V4(addr),
+        router_id: addr,
+        reflector: IpAddr::V4(DUT_ADDR),
+        family: Family::Ipv4Unicast,
         hold_time: HOLD_TIME,
-        ..PeerConfig::new(IpAddr::V4(DUT_ADDR), AS)
-    })?;
-    Ok(())
+        announce,
+        announce_when_established: false,
+    }
 }
 
-/// When the speaker's session is Established, its `since`.
-fn established(s: &Speaker) -> Option<SystemTime> {
-    s.peers()
-        .into_iter()
-        .find(|p| p.state == tabby_bgp::fsm::State::Established)
-        .map(|p| p.since)
+/// The scenario's prefixes by index, each with the next hop it must be reflected with (its
+/// announcer's address, RFC 4456 §10): full-table, the feeder's j-th /24; many-clients,
+/// block i*k+j, client i's.
+fn expect(args: &RibArgs) -> Expect {
+    let (n, p) = (args.clients(), args.prefixes());
+    let slots = u32::try_from(args.paths()).unwrap_or(u32::MAX);
+    let owner: crate::bench_light::Owner = match args.scenario {
+        Scenario::FullTable => Arc::new(move |prefix: &Prefix| {
+            let IpAddr::V4(a) = prefix.addr() else {
+                return None;
+            };
+            let off = u32::from(a).checked_sub(FULL_TABLE_BASE)?;
+            let j = off >> 8;
+            (prefix.len() == 24 && off & 0xff == 0 && j < p).then_some((j, NextHop::V4(FEEDER)))
+        }),
+        Scenario::ManyClients => Arc::new(move |prefix: &Prefix| {
+            let IpAddr::V4(a) = prefix.addr() else {
+                return None;
+            };
+            let off = u32::from(a).checked_sub(BLOCK_BASE)?;
+            let b = off / 64;
+            (prefix.len() == 26 && off % 64 == 0 && b < n * p)
+                .then(|| (b, NextHop::V4(client_addr(b / p))))
+        }),
+    };
+    Expect {
+        slots,
+        per_session: slots,
+        owner,
+    }
 }
 
 async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
@@ -314,48 +330,50 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
     let started = SystemTime::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut out = json!({ "scenario": args.scenario.name(), "clients": n, "paths": paths });
+    let expect = expect(args);
 
     let own = std::process::id();
-    let mut clients: Vec<Speaker> = Vec::with_capacity(n as usize);
     let (mut rss_before, mut cpu_before, mut own_cpu_before) = (None, 0, 0);
     if args.scenario == Scenario::ManyClients {
         rss_before = status_kib(dut, "VmRSS:");
         cpu_before = cpu_ticks(dut)?;
         own_cpu_before = cpu_ticks(own)?;
     }
-    for i in 0..n {
-        let originate = (0..p)
-            .filter(|_| args.scenario == Scenario::ManyClients)
-            .map(|j| block(i, j, p));
-        let c = client(client_addr(i), originate).await?;
-        connect(&c, client_addr(i))?;
-        clients.push(c);
-    }
-    // When each client session first reached Established, polled.
-    let mut first_up: Vec<Option<SystemTime>> = vec![None; n as usize];
-    let mut feeder: Option<Speaker> = None;
+    let sessions = (0..n)
+        .map(|i| {
+            let announce = (0..p)
+                .filter(|_| args.scenario == Scenario::ManyClients)
+                .map(|j| block(i, j, p))
+                .collect();
+            light_session(client_addr(i), i, announce)
+        })
+        .collect();
+    let clients = LightClients::start(sessions, &expect);
+    let mut feeder: Option<LightClients> = None;
     let mut t0 = started;
     if args.scenario == Scenario::FullTable {
-        while first_up.iter().any(Option::is_none) {
+        while !clients.all_established() {
             if tokio::time::Instant::now() > deadline {
                 bail!("the clients' sessions did not all come up");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-            for (slot, c) in first_up.iter_mut().zip(&clients) {
-                *slot = slot.or_else(|| established(c));
-            }
         }
         // The reflector has its sessions; its memory now is its memory without routes.
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss_before = status_kib(dut, "VmRSS:");
         cpu_before = cpu_ticks(dut)?;
+        // The feeder's UPDATEs are encoded before it connects; it writes them all once its
+        // session is Established, where the clock starts.
         let t = Instant::now();
-        let f = client(FEEDER, (0..p).map(full_table_prefix)).await?;
+        let f = LightSession {
+            announce_when_established: true,
+            ..light_session(FEEDER, n, (0..p).map(full_table_prefix).collect())
+        };
+        let f = LightClients::start(vec![f], &expect);
         out["feeder_originate_s"] = json!(t.elapsed().as_secs_f64());
         own_cpu_before = cpu_ticks(own)?;
-        connect(&f, FEEDER)?;
         let up = loop {
-            if let Some(at) = established(&f) {
+            if let Some(at) = f.snapshot().first().and_then(|s| s.established_first) {
                 break at;
             }
             if tokio::time::Instant::now() > deadline {
@@ -368,70 +386,34 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
         feeder = Some(f);
     }
 
-    // Every client's completion, polled.
-    let target = usize::try_from(paths)?;
-    let mut done: Vec<Option<SystemTime>> = vec![None; n as usize];
+    // Every session records when it held all; polled for the DUT's peak memory then.
     let mut peak_rss_at_done = None;
-    while done.iter().any(Option::is_none) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
-        let now = SystemTime::now();
-        for (i, c) in clients.iter().enumerate() {
-            if first_up[i].is_none() {
-                first_up[i] = established(c);
-            }
-            if done[i].is_none() && c.prefixes() >= target {
-                done[i] = Some(now);
-            }
-        }
-        if done.iter().all(Option::is_some) {
+    loop {
+        if clients.all_converged() {
             peak_rss_at_done = status_kib(dut, "VmHWM:");
+            break;
         }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
     }
     let cpu_s = cpu_ticks(dut)?.saturating_sub(cpu_before) as f64 / TICKS_PER_SECOND;
     // The clients share the machine with the DUT: their CPU says how much of it they took.
     let clients_cpu_s = cpu_ticks(own)?.saturating_sub(own_cpu_before) as f64 / TICKS_PER_SECOND;
     let (hwm, rss) = (status_kib(dut, "VmHWM:"), status_kib(dut, "VmRSS:"));
 
-    let (mut up, mut flaps) = (0u64, 0u64);
-    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
-    for s in clients.iter().chain(feeder.iter()) {
-        for p in s.peers() {
-            flaps += p.established_count.saturating_sub(1);
-            if let Some(e) = p.last_error {
-                *errors.entry(e).or_default() += 1;
-            }
-            if p.state == tabby_bgp::fsm::State::Established {
-                up += 1;
-            }
-        }
-    }
+    let seen = clients.snapshot();
+    let done: Vec<Option<SystemTime>> = seen.iter().map(|s| s.converged).collect();
     let converged = done.iter().filter(|d| d.is_some()).count();
     let last_done = done.iter().flatten().max().copied();
-    let last_up = first_up.iter().flatten().max().copied();
-    let min_held = clients.iter().map(Speaker::prefixes).min().unwrap_or(0);
-
-    // What one client holds is what was announced, with the announcer's address as the
-    // next hop (reflected unchanged, RFC 4456 §10). Checked on the first and last client.
-    let (mut checked, mut wrong) = (0u64, 0u64);
-    for i in [0, n - 1] {
-        for sel in clients[i as usize].selected() {
-            checked += 1;
-            let want = match args.scenario {
-                Scenario::FullTable => Some(FEEDER),
-                Scenario::ManyClients => block_owner(&sel.prefix, p)
-                    .filter(|j| *j != i)
-                    .map(client_addr),
-            };
-            let ok = want.is_some_and(|w| {
-                sel.hops
-                    .first()
-                    .is_some_and(|h| h.next_hop == NextHop::V4(w))
-            });
-            if !ok {
-                wrong += 1;
-            }
-        }
-    }
+    let last_up = seen.iter().filter_map(|s| s.established_first).max();
+    let min_held = seen.iter().map(|s| s.count).min().unwrap_or(0);
+    // Sessions and routes over the clients and the feeder: every announcement a client
+    // received is checked for its next hop.
+    let mut all = seen;
+    all.extend(feeder.iter().flat_map(LightClients::snapshot));
+    let totals = crate::bench_light::totals(&all);
     let since = |t: Option<SystemTime>| t.map(|t| seconds_between(started, t));
     let extra = json!({
         "converged": converged == n as usize,
@@ -441,19 +423,17 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
         "converged_at_s": since(last_done),
         "last_established_s": since(last_up),
         "converge_after_last_established_s": last_done.zip(last_up).map(|(d, u)| seconds_between(u, d)),
-        "sessions_established": up,
-        "session_flaps": flaps,
-        "session_errors": errors,
         "dut_rss_before_kib": rss_before,
         "dut_peak_rss_kib": peak_rss_at_done.or(hwm),
         "dut_rss_end_kib": rss,
         "dut_cpu_s": cpu_s,
         "clients_cpu_s": clients_cpu_s,
-        "routes_checked": checked,
-        "routes_wrong": wrong,
+        "clients_peak_rss_kib": status_kib(own, "VmHWM:"),
     });
-    if let (Value::Object(o), Value::Object(e)) = (&mut out, extra) {
-        o.extend(e);
+    for part in [totals, extra] {
+        if let (Value::Object(o), Value::Object(e)) = (&mut out, part) {
+            o.extend(e);
+        }
     }
     Ok(out)
 }
@@ -846,4 +826,54 @@ fn table(doc: &Value) -> String {
          clients' process (it shares the 2 cores).\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(scenario: Scenario, clients: u32, prefixes: u32) -> RibArgs {
+        RibArgs {
+            scenario,
+            clients: Some(clients),
+            prefixes: Some(prefixes),
+            duts: vec![Dut::Tabby],
+            timeout: 1,
+            bird: "bird".into(),
+            gobgpd: "gobgpd".into(),
+            keep_logs: None,
+            json: true,
+            inner_dut_pid: None,
+        }
+    }
+
+    #[test]
+    fn full_table_slots_are_the_feeders_prefixes_by_index_with_its_next_hop() {
+        let e = expect(&args(Scenario::FullTable, 10, 1000));
+        assert_eq!((e.slots, e.per_session), (1000, 1000));
+        for j in [0, 1, 999] {
+            assert_eq!(
+                (e.owner)(&full_table_prefix(j)),
+                Some((j, NextHop::V4(FEEDER)))
+            );
+        }
+        assert_eq!((e.owner)(&full_table_prefix(1000)), None);
+        assert_eq!((e.owner)(&v4_prefix(FULL_TABLE_BASE, 23)), None);
+        assert_eq!((e.owner)(&block(0, 0, 64)), None);
+    }
+
+    #[test]
+    fn many_clients_slots_are_the_blocks_by_index_with_their_owners_next_hop() {
+        let (n, k) = (200, 64);
+        let e = expect(&args(Scenario::ManyClients, n, k));
+        assert_eq!((e.slots, e.per_session), (n * k, n * k));
+        for (i, j) in [(0, 0), (3, 5), (n - 1, k - 1)] {
+            assert_eq!(
+                (e.owner)(&block(i, j, k)),
+                Some((i * k + j, NextHop::V4(client_addr(i))))
+            );
+        }
+        assert_eq!((e.owner)(&block(n, 0, k)), None);
+        assert_eq!((e.owner)(&full_table_prefix(0)), None);
+    }
 }
