@@ -52,9 +52,22 @@ enum Command {
     Lab(lab_cmd::Args),
 }
 
+/// Large tables (a million routes) grow without leaving copies behind, and freed memory is
+/// reused across the runtime's threads (see tabby-sys's `malloc`), unless the user tuned
+/// glibc's allocator through its environment variables.
+fn tune_allocator() {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        tabby_sys::malloc::map_large_blocks();
+    }
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // One arena per runtime worker thread (tokio starts one per CPU).
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        tabby_sys::malloc::limit_arenas(cpus);
+    }
+}
+
 fn main() -> ExitCode {
-    // Large tables (a million routes) grow without leaving copies behind: see tabby-sys.
-    tabby_sys::malloc::map_large_blocks();
+    tune_allocator();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {

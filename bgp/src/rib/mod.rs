@@ -414,7 +414,7 @@ const SWEEP_MIN: usize = if cfg!(test) { 4 } else { 1024 };
 
 /// How many entries a session takes at once by default: enough to fill large writes, few
 /// enough that a batch is a few hundred kilobytes.
-pub const BATCH: usize = 4096;
+pub const BATCH: usize = 1024;
 
 impl Rib {
     /// An empty table.

@@ -481,7 +481,7 @@ impl Speaker {
             entry.commands.clone()
         };
         // The task only ends when the entry is removed; a send error means it is gone anyway.
-        let _ = commands.send(Command::Reconfigure(config)).await;
+        let _ = commands.send(Command::Reconfigure(Box::new(config))).await;
         Ok(())
     }
 

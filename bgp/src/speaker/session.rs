@@ -23,7 +23,7 @@ use tracing::Instrument;
 /// Messages queued to one connection's writer.
 const WRITE_QUEUE: usize = 64;
 /// Route batches a session lets queue to its writer before it takes another from the table.
-const BATCHES_QUEUED: usize = 2;
+const BATCHES_QUEUED: usize = 1;
 /// Events from connection tasks to the session task.
 const EVENT_QUEUE: usize = 256;
 /// How long a connection's writer may stay full before a session is up.
@@ -36,8 +36,8 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 pub(crate) enum Command {
     /// The peer connected to us.
     Incoming(TcpStream),
-    /// New configuration.
-    Reconfigure(PeerConfig),
+    /// New configuration (boxed: a command channel allocates room for 32 commands).
+    Reconfigure(Box<PeerConfig>),
     /// Ask the peer for its routes again (ROUTE-REFRESH).
     Refresh,
     /// Close everything and end the task.
@@ -208,7 +208,7 @@ impl SessionTask {
                         let id = self.fsm.incoming(Instant::now());
                         self.attach(id, stream);
                     }
-                    Some(Command::Reconfigure(config)) => self.reconfigure(config).await,
+                    Some(Command::Reconfigure(config)) => self.reconfigure(*config).await,
                     Some(Command::Refresh) => self.request_refresh().await,
                     Some(Command::Stop(how)) => {
                         self.stop(how).await;
