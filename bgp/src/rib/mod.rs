@@ -23,6 +23,7 @@
 //! path's next hop and attributes are one interned allocation shared by every path of an
 //! UPDATE.
 
+mod audit;
 mod decision;
 mod export;
 mod feed;
@@ -33,6 +34,7 @@ mod sets;
 mod tests;
 
 pub use export::NextHopMode;
+pub use outbox::{Announced, Outbox};
 
 use crate::prefix::{Family, Prefix};
 use crate::wire::{AsPath, LargeCommunity, NextHop, Nlri, Origin, PathAttributes, Update};
@@ -175,117 +177,6 @@ pub struct Origination {
     pub communities: Vec<u32>,
     /// LARGE_COMMUNITY values to attach (RFC 8092).
     pub large_communities: Vec<LargeCommunity>,
-}
-
-/// A batch of what a session has to send: prefixes to withdraw, prefixes to announce
-/// grouped by what they are sent with (each prefix at most once in a batch), and the
-/// families whose End-of-RIB follows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outbox {
-    /// Prefixes to withdraw.
-    pub withdrawn: Vec<Prefix>,
-    /// Prefixes to announce, by family, next hop and attribute set: one UPDATE per group,
-    /// or as many as its prefixes need.
-    pub announced: Vec<Announced>,
-    /// End-of-RIB markers to send after the routes (RFC 4724 §2).
-    pub end_of_rib: Vec<Family>,
-    /// More is waiting: take the next batch once this one is written.
-    pub more: bool,
-    /// Where each group of `announced` is.
-    groups: HashMap<(Family, NextHop, usize), usize>,
-}
-
-/// Prefixes sent with one next hop and attribute set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announced {
-    /// The family of the prefixes.
-    pub family: Family,
-    /// The next hop.
-    pub next_hop: NextHop,
-    /// The attributes (interned: equal sets are pointer-equal).
-    pub attrs: Arc<PathAttributes>,
-    /// The prefixes.
-    pub prefixes: Vec<Prefix>,
-}
-
-impl Outbox {
-    /// Nothing to send.
-    pub fn is_empty(&self) -> bool {
-        self.withdrawn.is_empty() && self.announced.is_empty() && self.end_of_rib.is_empty()
-    }
-
-    /// Number of prefixes in the batch.
-    pub fn len(&self) -> usize {
-        self.withdrawn.len()
-            + self
-                .announced
-                .iter()
-                .map(|a| a.prefixes.len())
-                .sum::<usize>()
-    }
-
-    /// Adds a prefix to announce. The attributes are cloned only for a new group: a batch
-    /// costs a prefix per entry, not a reference count update.
-    pub fn announce(&mut self, prefix: Prefix, next_hop: NextHop, attrs: &Arc<PathAttributes>) {
-        let key = (prefix.family(), next_hop, Arc::as_ptr(attrs) as usize);
-        let i = match self.announced.last() {
-            Some(last)
-                if last.family == key.0
-                    && last.next_hop == next_hop
-                    && Arc::ptr_eq(&last.attrs, attrs) =>
-            {
-                self.announced.len() - 1
-            }
-            _ => match self.groups.get(&key) {
-                Some(&i) => i,
-                None => {
-                    self.announced.push(Announced {
-                        family: key.0,
-                        next_hop,
-                        attrs: Arc::clone(attrs),
-                        prefixes: Vec::new(),
-                    });
-                    self.groups.insert(key, self.announced.len() - 1);
-                    self.announced.len() - 1
-                }
-            },
-        };
-        self.announced[i].prefixes.push(prefix);
-    }
-
-    /// Adds a prefix to withdraw.
-    pub fn withdraw(&mut self, prefix: Prefix) {
-        self.withdrawn.push(prefix);
-    }
-
-    /// Every prefix of the batch with what it is sent (`None`: withdrawn).
-    pub fn routes(&self) -> Vec<(Prefix, Option<Export>)> {
-        let withdrawn = self.withdrawn.iter().map(|p| (*p, None));
-        let announced = self.announced.iter().flat_map(|a| {
-            a.prefixes.iter().map(|p| {
-                let export = Export {
-                    next_hop: a.next_hop,
-                    attrs: Arc::clone(&a.attrs),
-                };
-                (*p, Some(export))
-            })
-        });
-        withdrawn.chain(announced).collect()
-    }
-
-    /// The change for `prefix` in this batch, if any (`Some(None)`: a withdrawal).
-    pub fn get(&self, prefix: &Prefix) -> Option<Option<Export>> {
-        self.routes()
-            .into_iter()
-            .find(|(p, _)| p == prefix)
-            .map(|(_, e)| e)
-    }
-
-    /// Appends the UPDATEs of the outbox to `buf` for a session of context `ctx`: see
-    /// [`outbox::encode`]. Returns the number of messages.
-    pub fn encode(&self, ctx: &crate::wire::Context, buf: &mut bytes::BytesMut) -> usize {
-        outbox::encode(ctx, self, buf)
-    }
 }
 
 /// A route a peer announced, as the speaker's API shows it.
@@ -848,7 +739,7 @@ impl Rib {
         let Some(entry) = self.peers.get_mut(&address) else {
             return;
         };
-        let Some(session) = entry.session.clone() else {
+        let Some(kind) = entry.session.as_ref().map(|s| s.kind) else {
             return;
         };
         let newly_disabled: Vec<Family> = update
@@ -871,20 +762,30 @@ impl Rib {
         }
         let mut attrs = update.attrs.clone();
         attrs.next_hop = None;
-        let refused = self.refuses(&session, &attrs);
+        let refused = self.refuses(kind, &attrs);
         let attrs = self.sets.attrs(attrs);
         let Some(from) = self.peers.get(&address).and_then(|e| e.from.clone()) else {
             return;
         };
-        let disabled = self
+        // The families the session takes routes of, read once per UPDATE.
+        let accepted: Vec<Family> = self
             .peers
             .get(&address)
-            .map(|e| e.disabled.clone())
+            .and_then(|e| {
+                let s = e.session.as_ref()?;
+                Some(
+                    s.families
+                        .iter()
+                        .filter(|f| !e.disabled.contains(f))
+                        .copied()
+                        .collect(),
+                )
+            })
             .unwrap_or_default();
         // One UPDATE has one next hop per family: the route is interned once per change.
         let mut route: Option<Arc<Route>> = None;
         for (family, next_hop, nlri) in update.announced() {
-            if !session.families.contains(&family) || disabled.contains(&family) {
+            if !accepted.contains(&family) {
                 continue;
             }
             match next_hop {
@@ -925,8 +826,8 @@ impl Rib {
     /// Loop checks of received routes: our AS in an external route's path (RFC 4271
     /// §9.1.2), our router ID as ORIGINATOR_ID or our cluster ID in the CLUSTER_LIST of an
     /// internal one (RFC 4456 §8).
-    fn refuses(&self, session: &PeerSession, attrs: &PathAttributes) -> bool {
-        if session.kind == PeerKind::External {
+    fn refuses(&self, kind: PeerKind, attrs: &PathAttributes) -> bool {
+        if kind == PeerKind::External {
             return attrs
                 .as_path
                 .as_ref()
@@ -1213,74 +1114,6 @@ impl Rib {
         if self.peers.get(&address).is_some_and(|e| e.feed.is_some()) {
             self.start_feed(address, false);
         }
-    }
-
-    /// Checks the table's bookkeeping (for tests and fuzzing): every peer's advertised count
-    /// matches its bits, the index holds exactly the slots in use, free slots hold nothing
-    /// and no peer holds them, and a destination's log position names it.
-    #[doc(hidden)]
-    pub fn audit(&self) -> Result<(), String> {
-        let feeds: Vec<(&IpAddr, &Feed, u64)> = self
-            .peers
-            .iter()
-            .filter_map(|(a, e)| e.feed.as_ref().map(|f| (a, f, e.advertised)))
-            .collect();
-        if feeds.len() != self.feeds {
-            return Err(format!(
-                "{} feeds counted, {} exist",
-                self.feeds,
-                feeds.len()
-            ));
-        }
-        for (address, feed, advertised) in &feeds {
-            let ones = feed.sent.ones().count() as u64;
-            if ones != *advertised {
-                return Err(format!(
-                    "{address}: {advertised} advertised, {ones} bits set"
-                ));
-            }
-        }
-        let free: std::collections::HashSet<u32> = self.free.iter().copied().collect();
-        let (mut live, mut tombstones) = (0, 0);
-        for (slot, dest) in self.dests.iter().enumerate() {
-            let slot = slot as u32;
-            let held = feeds.iter().any(|(_, f, _)| f.sent.get(slot));
-            let indexed = self.find(&dest.prefix) == Some(slot);
-            if free.contains(&slot) {
-                if indexed || !dest.paths.is_empty() || held {
-                    return Err(format!("free slot {slot} in use"));
-                }
-                continue;
-            }
-            if !indexed {
-                return Err(format!("{} (slot {slot}) not in the index", dest.prefix));
-            }
-            if let Some(p) = self.log.slot_position(dest.queued) {
-                if self.log.get(p) != Some(slot) {
-                    return Err(format!(
-                        "{} (slot {slot}) queued at {p}, not in the log",
-                        dest.prefix
-                    ));
-                }
-            }
-            live += usize::from(!dest.paths.is_empty());
-            tombstones += usize::from(dest.paths.is_empty());
-        }
-        if live != self.live
-            || tombstones != self.tombstones
-            || self.index.len() + free.len() != self.dests.len()
-        {
-            return Err(format!(
-                "{live} live ({} counted), {tombstones} without paths ({} counted), {} indexed, \
-                 {} free, {} slots",
-                self.live,
-                self.tombstones,
-                self.index.len(),
-                free.len(),
-                self.dests.len()
-            ));
-        }
-        Ok(())
     }
 
     // ---- snapshots -----------------------------------------------------------------------

@@ -1,9 +1,123 @@
-//! Packing what a peer must be sent into UPDATE messages (RFC 4271 §9.2: as few as fit).
+//! Batches of what a peer must be sent, and their packing into UPDATE messages (RFC 4271
+//! §9.2: as few as fit).
 
-use super::Outbox;
-use crate::prefix::Family;
-use crate::wire::{Context, Message, Nlri, Update};
+use super::Export;
+use crate::prefix::{Family, Prefix};
+use crate::wire::{Context, Message, NextHop, Nlri, PathAttributes, Update};
 use bytes::BytesMut;
+use foldhash::HashMap;
+use std::sync::Arc;
+
+/// A batch of what a session has to send: prefixes to withdraw, prefixes to announce
+/// grouped by what they are sent with (each prefix at most once in a batch), and the
+/// families whose End-of-RIB follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbox {
+    /// Prefixes to withdraw.
+    pub withdrawn: Vec<Prefix>,
+    /// Prefixes to announce, by family, next hop and attribute set: one UPDATE per group,
+    /// or as many as its prefixes need.
+    pub announced: Vec<Announced>,
+    /// End-of-RIB markers to send after the routes (RFC 4724 §2).
+    pub end_of_rib: Vec<Family>,
+    /// More is waiting: take the next batch once this one is written.
+    pub more: bool,
+    /// Where each group of `announced` is.
+    groups: HashMap<(Family, NextHop, usize), usize>,
+}
+
+/// Prefixes sent with one next hop and attribute set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The family of the prefixes.
+    pub family: Family,
+    /// The next hop.
+    pub next_hop: NextHop,
+    /// The attributes (interned: equal sets are pointer-equal).
+    pub attrs: Arc<PathAttributes>,
+    /// The prefixes.
+    pub prefixes: Vec<Prefix>,
+}
+
+impl Outbox {
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.withdrawn.is_empty() && self.announced.is_empty() && self.end_of_rib.is_empty()
+    }
+
+    /// Number of prefixes in the batch.
+    pub fn len(&self) -> usize {
+        self.withdrawn.len()
+            + self
+                .announced
+                .iter()
+                .map(|a| a.prefixes.len())
+                .sum::<usize>()
+    }
+
+    /// Adds a prefix to announce. The attributes are cloned only for a new group: a batch
+    /// costs a prefix per entry, not a reference count update.
+    pub fn announce(&mut self, prefix: Prefix, next_hop: NextHop, attrs: &Arc<PathAttributes>) {
+        let key = (prefix.family(), next_hop, Arc::as_ptr(attrs) as usize);
+        let i = match self.announced.last() {
+            Some(last)
+                if last.family == key.0
+                    && last.next_hop == next_hop
+                    && Arc::ptr_eq(&last.attrs, attrs) =>
+            {
+                self.announced.len() - 1
+            }
+            _ => match self.groups.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.announced.push(Announced {
+                        family: key.0,
+                        next_hop,
+                        attrs: Arc::clone(attrs),
+                        prefixes: Vec::new(),
+                    });
+                    self.groups.insert(key, self.announced.len() - 1);
+                    self.announced.len() - 1
+                }
+            },
+        };
+        self.announced[i].prefixes.push(prefix);
+    }
+
+    /// Adds a prefix to withdraw.
+    pub fn withdraw(&mut self, prefix: Prefix) {
+        self.withdrawn.push(prefix);
+    }
+
+    /// Every prefix of the batch with what it is sent (`None`: withdrawn).
+    pub fn routes(&self) -> Vec<(Prefix, Option<Export>)> {
+        let withdrawn = self.withdrawn.iter().map(|p| (*p, None));
+        let announced = self.announced.iter().flat_map(|a| {
+            a.prefixes.iter().map(|p| {
+                let export = Export {
+                    next_hop: a.next_hop,
+                    attrs: Arc::clone(&a.attrs),
+                };
+                (*p, Some(export))
+            })
+        });
+        withdrawn.chain(announced).collect()
+    }
+
+    /// The change for `prefix` in this batch, if any (`Some(None)`: a withdrawal).
+    pub fn get(&self, prefix: &Prefix) -> Option<Option<Export>> {
+        self.routes()
+            .into_iter()
+            .find(|(p, _)| p == prefix)
+            .map(|(_, e)| e)
+    }
+
+    /// Appends the UPDATEs of the outbox to `buf` for a session of context `ctx`: see
+    /// [`encode`]. Returns the number of messages.
+    pub fn encode(&self, ctx: &crate::wire::Context, buf: &mut bytes::BytesMut) -> usize {
+        encode(ctx, self, buf)
+    }
+}
 
 /// Appends the UPDATEs of `outbox` to `buf`: withdrawals first, then each group of
 /// announcements (packed as many per UPDATE as fit), then the End-of-RIB markers. Returns the
@@ -38,10 +152,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::prefix::Prefix;
-    use crate::wire::{AsPath, NextHop, Origin, PathAttributes};
+    use crate::wire::{AsPath, Origin};
     use std::net::Ipv4Addr;
-    use std::sync::Arc;
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()
