@@ -25,15 +25,33 @@ pub struct Agent {
 impl Agent {
     /// Starts `tabby node --node-name name` in `ns`, logging to `log`.
     pub fn node(ns: &Netns, name: &str, datastore: &Path, log: &Path) -> Result<Agent> {
-        Agent::start("node", ns, name, datastore, log)
+        Agent::start("node", ns, name, datastore, log, &[])
+    }
+
+    /// Starts `tabby node` as [`Agent::node`] does, with extra environment variables.
+    pub fn node_with_env(
+        ns: &Netns,
+        name: &str,
+        datastore: &Path,
+        log: &Path,
+        env: &[(&str, String)],
+    ) -> Result<Agent> {
+        Agent::start("node", ns, name, datastore, log, env)
     }
 
     /// Starts `tabby route-reflector --node-name name` in `ns`, logging to `log`.
     pub fn reflector(ns: &Netns, name: &str, datastore: &Path, log: &Path) -> Result<Agent> {
-        Agent::start("route-reflector", ns, name, datastore, log)
+        Agent::start("route-reflector", ns, name, datastore, log, &[])
     }
 
-    fn start(what: &str, ns: &Netns, name: &str, datastore: &Path, log: &Path) -> Result<Agent> {
+    fn start(
+        what: &str,
+        ns: &Netns,
+        name: &str,
+        datastore: &Path,
+        log: &Path,
+        env: &[(&str, String)],
+    ) -> Result<Agent> {
         let mut cmd = command_in(ns.name(), &tabby_bin()?.to_string_lossy());
         cmd.args([
             what,
@@ -48,6 +66,9 @@ impl Agent {
             .arg(format!("file:{}", datastore.display()));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,tabby_felix=debug,tabby_bgp=debug");
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
         }
         let daemon = Daemon::spawn(name, cmd, log)?;
         Ok(Agent {

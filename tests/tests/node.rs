@@ -2,7 +2,8 @@
 //! file datastore, two pods per node wired as Calico's CNI plugin wires them, IPv4 and IPv6.
 //! Every pod reaches every other pod; routes carry protocol 44; a deleted Pod object takes
 //! its route along; a route deleted by hand is back within a second; the mesh session shows
-//! in `/status`.
+//! in `/status`; an agent whose policy cannot be programmed says so on `/readyz` and keeps
+//! its routes.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -63,6 +64,11 @@ impl Cluster {
 }
 
 fn cluster(tag: &str) -> Result<Cluster> {
+    cluster_with(tag, &[])
+}
+
+/// The two-node cluster, node1's agent started with the extra environment `env1`.
+fn cluster_with(tag: &str, env1: &[(&str, String)]) -> Result<Cluster> {
     let lan = Lan::pair(tag)?;
     let dir = TestDir::new(tag)?;
     let ds = dir.join("datastore");
@@ -117,8 +123,14 @@ fn cluster(tag: &str) -> Result<Cluster> {
     for (i, node) in c.lan.nodes.iter().enumerate() {
         let name = format!("node{}", i + 1);
         let log = c.dir.join(&format!("{name}.log"));
-        c.agents
-            .push(Agent::node(&node.ns, &name, &c.datastore(), &log)?);
+        let env = if i == 0 { env1 } else { &[] };
+        c.agents.push(Agent::node_with_env(
+            &node.ns,
+            &name,
+            &c.datastore(),
+            &log,
+            env,
+        )?);
     }
     Ok(c)
 }
@@ -368,5 +380,67 @@ fn an_unknown_workload_interface_is_dropped_also_while_the_agent_is_stopped() ->
         known.ping(remote),
         "a known pod lost its traffic while the agent is stopped"
     );
+    Ok(())
+}
+
+/// An agent whose `nft` fails (an executable earlier in its PATH that exits 1) still programs
+/// its routes and peers, answers `/readyz` with 503 and the reason, and becomes ready once
+/// `nft` works again (the applier retries).
+#[test]
+fn an_agent_whose_policy_cannot_be_programmed_is_unready_and_keeps_routing() -> Result<()> {
+    if skip()? {
+        return Ok(());
+    }
+    let dir = TestDir::new("nd8-bin")?;
+    let fake = dir.join("bin");
+    std::fs::create_dir_all(&fake)?;
+    let nft = fake.join("nft");
+    std::fs::write(
+        &nft,
+        "#!/bin/sh\necho 'nft: refused by the test' >&2\nexit 1\n",
+    )?;
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&nft)
+        .status()?;
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    );
+    let c = cluster_with("nd8", &[("PATH", path)])?;
+    let readyz = || -> Result<(String, String)> {
+        let out = command_in(&c.agents[0].ns, "curl")
+            .args(["-s", "-w", "%{http_code}", "http://127.0.0.1:9099/readyz"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.split_at(text.len().saturating_sub(3));
+        Ok((code.to_string(), body.to_string()))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "node1 learned node2's block and installed it",
+        &c.parties(),
+        || Ok(c.agents[0].routes(false)?.contains("10.244.2.0/24 via")),
+    )?;
+    wait_until(
+        Duration::from_secs(10),
+        "node1 reports its policy as not programmed",
+        &c.parties(),
+        || Ok(readyz()?.1.contains("policy not programmed")),
+    )?;
+    let (code, body) = readyz()?;
+    assert_eq!(code, "503", "{body}");
+    assert!(
+        c.agents[0].routes(false)?.contains("10.244.1.10 dev"),
+        "pod routes stay programmed"
+    );
+    std::fs::remove_file(&nft)?;
+    wait_until(
+        Duration::from_secs(15),
+        "node1 is ready once nft works",
+        &c.parties(),
+        || Ok(readyz()?.0 == "200"),
+    )?;
     Ok(())
 }
