@@ -303,8 +303,9 @@ pub struct Rib {
 /// sweep).
 const SWEEP_MIN: usize = if cfg!(test) { 4 } else { 1024 };
 
-/// How many entries a session takes at once by default: enough to fill large writes, few
-/// enough that a batch is a few hundred kilobytes.
+/// How many prefixes a session takes at once: a few kilobytes of UPDATEs, enough for large
+/// writes, and small enough that hundreds of sessions with a batch in flight each stay small
+/// (larger batches were slower and took more memory in `tabby bench rib`).
 pub const BATCH: usize = 1024;
 
 impl Rib {
