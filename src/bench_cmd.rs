@@ -95,21 +95,10 @@ pub fn run(args: Args) -> ExitCode {
         What::Reflector(args) => return crate::bench_reflector::run(args),
         What::Rib(args) => return crate::bench_rib::run(args),
     };
-    if let Err(e) = args.validate() {
-        eprintln!("tabby: {e}");
-        return ExitCode::from(2);
-    }
-    let result = match args.inner {
+    crate::bench_proc::finish(args.validate(), move || match args.inner {
         Some(kind) => inner(&args, kind),
         None => crate::bench_proc::with_signals(args, outer),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tabby: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
 impl RoutesArgs {
@@ -282,28 +271,6 @@ impl Mix {
 // ---------------------------------------------------------------------------------------
 // CPU accounting from /proc (no libc, no unsafe).
 
-/// USER_HZ: the unit of the times in /proc/<pid>/stat (100 on every Linux ABI).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// Fields 14-17 of /proc/self/stat: utime, stime, cutime, cstime, in ticks.
-fn proc_stat_ticks() -> anyhow::Result<[u64; 4]> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc/self/stat")?;
-    // After "pid (comm)" the first field is field 3 (state).
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let mut out = [0; 4];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = fields
-            .get(11 + i)
-            .context("short /proc/self/stat")?
-            .parse()?;
-    }
-    Ok(out)
-}
-
 /// A CPU clock read from /proc/self/stat, 10 ms resolution.
 #[derive(Debug, Clone, Copy)]
 struct Ticks(u64);
@@ -311,19 +278,21 @@ struct Ticks(u64);
 impl Ticks {
     /// CPU time of this process (all threads, dead ones included).
     fn own() -> anyhow::Result<Ticks> {
-        let [u, s, _, _] = proc_stat_ticks()?;
+        let [u, s, _, _] =
+            crate::bench_proc::stat_ticks(&crate::bench_proc::proc_file(None, "stat"))?;
         Ok(Ticks(u + s))
     }
 
     /// CPU time of the waited-for children of this process.
     fn children() -> anyhow::Result<Ticks> {
-        let [_, _, cu, cs] = proc_stat_ticks()?;
+        let [_, _, cu, cs] =
+            crate::bench_proc::stat_ticks(&crate::bench_proc::proc_file(None, "stat"))?;
         Ok(Ticks(cu + cs))
     }
 
     /// Seconds from `earlier` to `self`.
     fn since(self, earlier: Ticks) -> f64 {
-        self.0.saturating_sub(earlier.0) as f64 / TICKS_PER_SECOND
+        self.0.saturating_sub(earlier.0) as f64 / crate::bench_proc::TICKS_PER_SECOND
     }
 }
 

@@ -27,7 +27,9 @@
 //! taken from its own table change stream, not by polling.
 
 use crate::bench_cmd::{check, machine, run_cmd, Netns};
-use crate::bench_proc::{Guarded, Scratch};
+use crate::bench_proc::{
+    cpu_ticks, finish, proc_file, seconds_between, status_kib, Guarded, Scratch, TICKS_PER_SECOND,
+};
 use anyhow::{bail, Context as _};
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::{json, Value};
@@ -118,21 +120,10 @@ const REFLECTOR_LABEL: &str = "route-reflector";
 
 /// Runs `tabby bench reflector`.
 pub fn run(args: ReflectorArgs) -> ExitCode {
-    if let Err(e) = args.validate() {
-        eprintln!("tabby: {e}");
-        return ExitCode::from(2);
-    }
-    let result = match args.inner {
+    finish(args.validate(), move || match args.inner {
         Some(InnerPart::Clients) => inner(&args),
         None => crate::bench_proc::with_signals(args, outer),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tabby: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
 impl ReflectorArgs {
@@ -209,18 +200,11 @@ fn inner(args: &ReflectorArgs) -> anyhow::Result<()> {
     std::process::exit(0)
 }
 
-fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
-}
-
 async fn run_light_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
     use crate::bench_light::{Expect, LightClients, LightSession};
     let started = SystemTime::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let cpu0 = own_cpu_ticks()?;
+    let cpu0 = cpu_ticks(&proc_file(None, "stat"))?;
     let mut sessions = Vec::with_capacity(2 * n as usize);
     for i in 0..n {
         for (local, reflector, block, family) in [
@@ -259,7 +243,7 @@ async fn run_light_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
     let clients = LightClients::start(sessions, &expect);
     clients.wait_converged(deadline).await;
     let seen = clients.snapshot();
-    let cpu_s = own_cpu_ticks()?.saturating_sub(cpu0) as f64 / TICKS_PER_SECOND;
+    let cpu_s = cpu_ticks(&proc_file(None, "stat"))?.saturating_sub(cpu0) as f64 / TICKS_PER_SECOND;
 
     // A client has converged when both its sessions have (the later of the two).
     let mut done: Vec<Option<SystemTime>> = vec![None; n as usize];
@@ -296,7 +280,7 @@ async fn run_light_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
             _ => None,
         },
         "clients_cpu_s": cpu_s,
-        "clients_peak_rss_kib": status_kib(Path::new("/proc/self/status"), "VmHWM:"),
+        "clients_peak_rss_kib": status_kib(&proc_file(None, "status"), "VmHWM:"),
     });
     if let (Value::Object(o), Value::Object(e)) = (&mut out, extra) {
         o.extend(e);
@@ -308,7 +292,7 @@ async fn run_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
     let per_family = n as usize;
     let started = SystemTime::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let cpu0 = own_cpu_ticks()?;
+    let cpu0 = cpu_ticks(&proc_file(None, "stat"))?;
     // Per client two speakers, one per family, as a Calico node runs `bird` and `bird6`:
     // each listens on its own address (so the reflector's connections succeed, as they do
     // to a real node) and connects to the reflector.
@@ -399,7 +383,7 @@ async fn run_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
         }
     }
     watchers.abort_all();
-    let cpu_s = own_cpu_ticks()?.saturating_sub(cpu0) as f64 / TICKS_PER_SECOND;
+    let cpu_s = cpu_ticks(&proc_file(None, "stat"))?.saturating_sub(cpu0) as f64 / TICKS_PER_SECOND;
 
     // Sessions as the clients saw them.
     let firsts = match tokio::time::timeout_at(deadline, first_established).await {
@@ -469,45 +453,8 @@ async fn run_clients(n: u32, timeout: Duration) -> anyhow::Result<Value> {
         "routes_checked": checked,
         "routes_wrong": wrong,
         "clients_cpu_s": cpu_s,
-        "clients_peak_rss_kib": status_kib(Path::new("/proc/self/status"), "VmHWM:"),
+        "clients_peak_rss_kib": status_kib(&proc_file(None, "status"), "VmHWM:"),
     }))
-}
-
-// ---------------------------------------------------------------------------------------
-// /proc figures.
-
-/// USER_HZ: the unit of the times in /proc/<pid>/stat.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// utime + stime of a process (all its threads), in ticks.
-fn cpu_ticks(stat: &Path) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(stat)?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc/<pid>/stat")?;
-    // After "pid (comm)" the first field is field 3 (state); utime and stime are 14 and 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(i).context("short /proc/<pid>/stat")?.parse()?)
-    };
-    Ok(field(11)? + field(12)?)
-}
-
-fn own_cpu_ticks() -> anyhow::Result<u64> {
-    cpu_ticks(Path::new("/proc/self/stat"))
-}
-
-/// A `kB` line of /proc/<pid>/status (`VmHWM:`, `VmRSS:`).
-fn status_kib(status: &Path, key: &str) -> Option<u64> {
-    std::fs::read_to_string(status)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 // ---------------------------------------------------------------------------------------

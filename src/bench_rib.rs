@@ -41,7 +41,9 @@
 
 use crate::bench_cmd::{check, machine, run_cmd, Netns};
 use crate::bench_light::{Expect, LightClients, LightSession};
-use crate::bench_proc::{Guarded, Scratch};
+use crate::bench_proc::{
+    cpu_ticks, finish, proc_file, seconds_between, status_kib, Guarded, Scratch, TICKS_PER_SECOND,
+};
 use anyhow::{bail, Context as _};
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::{json, Value};
@@ -148,21 +150,10 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Runs `tabby bench rib`.
 pub fn run(args: RibArgs) -> ExitCode {
-    if let Err(e) = args.validate() {
-        eprintln!("tabby: {e}");
-        return ExitCode::from(2);
-    }
-    let result = match args.inner_dut_pid {
+    finish(args.validate(), move || match args.inner_dut_pid {
         Some(pid) => inner(&args, pid),
         None => crate::bench_proc::with_signals(args, outer),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tabby: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
 impl RibArgs {
@@ -232,35 +223,6 @@ fn block(i: u32, j: u32, k: u32) -> Prefix {
 // ---------------------------------------------------------------------------------------
 // /proc of the DUT.
 
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc/<pid>/stat")?;
-    // After "pid (comm)" the first field is field 3 (state); utime and stime are 14 and 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(i).context("short /proc/<pid>/stat")?.parse()?)
-    };
-    Ok(field(11)? + field(12)?)
-}
-
-/// A `kB` line of /proc/<pid>/status (`VmHWM:`, `VmRSS:`).
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 // ---------------------------------------------------------------------------------------
 // The inner part: the clients (and the feeder) in the clients' namespace.
 
@@ -270,13 +232,6 @@ fn inner(args: &RibArgs, dut: u32) -> anyhow::Result<()> {
     println!("{result}");
     // Dropping a million-route table and a few hundred sessions takes longer than exiting.
     std::process::exit(0)
-}
-
-fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
 }
 
 /// Client i's session (it announces `announce`).
@@ -335,9 +290,9 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
     let own = std::process::id();
     let (mut rss_before, mut cpu_before, mut own_cpu_before) = (None, 0, 0);
     if args.scenario == Scenario::ManyClients {
-        rss_before = status_kib(dut, "VmRSS:");
-        cpu_before = cpu_ticks(dut)?;
-        own_cpu_before = cpu_ticks(own)?;
+        rss_before = status_kib(&proc_file(Some(dut), "status"), "VmRSS:");
+        cpu_before = cpu_ticks(&proc_file(Some(dut), "stat"))?;
+        own_cpu_before = cpu_ticks(&proc_file(Some(own), "stat"))?;
     }
     let sessions = (0..n)
         .map(|i| {
@@ -360,8 +315,8 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
         }
         // The reflector has its sessions; its memory now is its memory without routes.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_before = status_kib(dut, "VmRSS:");
-        cpu_before = cpu_ticks(dut)?;
+        rss_before = status_kib(&proc_file(Some(dut), "status"), "VmRSS:");
+        cpu_before = cpu_ticks(&proc_file(Some(dut), "stat"))?;
         // The feeder's UPDATEs are encoded before it connects; it writes them all once its
         // session is Established, where the clock starts.
         let t = Instant::now();
@@ -371,7 +326,7 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
         };
         let f = LightClients::start(vec![f], &expect);
         out["feeder_originate_s"] = json!(t.elapsed().as_secs_f64());
-        own_cpu_before = cpu_ticks(own)?;
+        own_cpu_before = cpu_ticks(&proc_file(Some(own), "stat"))?;
         let up = loop {
             if let Some(at) = f.snapshot().first().and_then(|s| s.established_first) {
                 break at;
@@ -390,7 +345,7 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
     let mut peak_rss_at_done = None;
     loop {
         if clients.all_converged() {
-            peak_rss_at_done = status_kib(dut, "VmHWM:");
+            peak_rss_at_done = status_kib(&proc_file(Some(dut), "status"), "VmHWM:");
             break;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -398,10 +353,16 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
         }
         tokio::time::sleep(POLL).await;
     }
-    let cpu_s = cpu_ticks(dut)?.saturating_sub(cpu_before) as f64 / TICKS_PER_SECOND;
+    let cpu_s = cpu_ticks(&proc_file(Some(dut), "stat"))?.saturating_sub(cpu_before) as f64
+        / TICKS_PER_SECOND;
     // The clients share the machine with the DUT: their CPU says how much of it they took.
-    let clients_cpu_s = cpu_ticks(own)?.saturating_sub(own_cpu_before) as f64 / TICKS_PER_SECOND;
-    let (hwm, rss) = (status_kib(dut, "VmHWM:"), status_kib(dut, "VmRSS:"));
+    let clients_cpu_s = cpu_ticks(&proc_file(Some(own), "stat"))?.saturating_sub(own_cpu_before)
+        as f64
+        / TICKS_PER_SECOND;
+    let (hwm, rss) = (
+        status_kib(&proc_file(Some(dut), "status"), "VmHWM:"),
+        status_kib(&proc_file(Some(dut), "status"), "VmRSS:"),
+    );
 
     let seen = clients.snapshot();
     let done: Vec<Option<SystemTime>> = seen.iter().map(|s| s.converged).collect();
@@ -428,7 +389,7 @@ async fn run_clients(args: &RibArgs, dut: u32) -> anyhow::Result<Value> {
         "dut_rss_end_kib": rss,
         "dut_cpu_s": cpu_s,
         "clients_cpu_s": clients_cpu_s,
-        "clients_peak_rss_kib": status_kib(own, "VmHWM:"),
+        "clients_peak_rss_kib": status_kib(&proc_file(Some(own), "status"), "VmHWM:"),
     });
     for part in [totals, extra] {
         if let (Value::Object(o), Value::Object(e)) = (&mut out, part) {
