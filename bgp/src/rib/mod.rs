@@ -284,6 +284,8 @@ pub struct Rib {
     free: Vec<u32>,
     /// Destinations with a path.
     live: usize,
+    /// The log's length after its last compaction.
+    log_after_compaction: usize,
     /// Destinations in the index without a path (waiting for a sweep).
     tombstones: usize,
     tombstones_after_sweep: usize,
@@ -303,6 +305,9 @@ pub struct Rib {
 /// sweep).
 const SWEEP_MIN: usize = if cfg!(test) { 4 } else { 1024 };
 
+/// A log shorter than this is never compacted.
+const LOG_MIN: usize = 4096;
+
 /// How many prefixes a session takes at once: a few kilobytes of UPDATEs, enough for large
 /// writes, and small enough that hundreds of sessions with a batch in flight each stay small
 /// (larger batches were slower and took more memory in `tabby bench rib`).
@@ -320,6 +325,7 @@ impl Rib {
             hasher: foldhash::fast::RandomState::default(),
             free: Vec::new(),
             live: 0,
+            log_after_compaction: 0,
             tombstones: 0,
             tombstones_after_sweep: 0,
             sets: Sets::new(),
@@ -665,11 +671,24 @@ impl Rib {
         };
         self.feeds -= 1;
         drop(feed);
+        // It may have been the slowest reader: the next batch compacts.
+        self.log_after_compaction = 0;
         if self.feeds == 0 {
             self.forget_log_before(self.log.end());
             self.sweep();
         } else {
             self.maybe_sweep();
+        }
+    }
+
+    /// Compacts the log once it is long (more than half the table) and has doubled since
+    /// the last compaction: with a peer that does not read, every other peer's batch would
+    /// otherwise scan every peer's cursor for nothing.
+    fn maybe_compact_log(&mut self) {
+        let len = self.log.len();
+        if len > LOG_MIN && len > self.dests.len() / 2 && len >= 2 * self.log_after_compaction {
+            self.compact_log();
+            self.log_after_compaction = self.log.len();
         }
     }
 
@@ -1102,9 +1121,7 @@ impl Rib {
         if withdrawn_empty {
             self.maybe_sweep();
         }
-        if self.log.len() > 4096 && self.log.len() > self.dests.len() / 2 {
-            self.compact_log();
-        }
+        self.maybe_compact_log();
         out
     }
 

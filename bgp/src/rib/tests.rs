@@ -1016,6 +1016,26 @@ fn churn_reuses_slots_and_the_log_stays_short() {
 }
 
 #[test]
+fn a_peer_that_does_not_read_holds_the_log_until_its_session_goes() {
+    let mut rib = rib();
+    rib.peer_up(session(2, PeerKind::External));
+    rib.peer_up(session(3, PeerKind::Internal));
+    rib.peer_up(session(4, PeerKind::Internal));
+    sent(&mut rib, 2);
+    for round in 0..(2 * LOG_MIN as u32) {
+        let prefix = format!("10.{}.{}.0/24", round % 200, round / 200);
+        rib.update(addr(2), &announce(&[&prefix], "10.0.0.2", attrs(&[65002])));
+        sent(&mut rib, 2);
+        sent(&mut rib, 3);
+    }
+    assert!(rib.log.len() >= 2 * LOG_MIN, "peer 4 has read nothing");
+    rib.peer_down(addr(4), &[]);
+    sent(&mut rib, 2);
+    assert_eq!(rib.log.len(), 0, "everyone left has read it all");
+    rib.audit().unwrap();
+}
+
+#[test]
 fn a_peer_going_down_lets_go_of_the_slots_it_held() {
     let mut rib = rib();
     rib.peer_up(session(2, PeerKind::External));
