@@ -9,6 +9,19 @@ bash scripts/install-deps.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A fresh run is a full build: incremental state would only take disk (gigabytes) and time.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The build, the fuzz targets and the bench build share one target directory so that the
+# dependencies they have in common are built once and stored once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+# A full disk shows up as a linker killed by SIGBUS, far from its cause: say how much room there is.
+free_kib=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')
+printf 'free disk for %s: %s MiB (a fresh run needs about 6 GiB)\n' "$CARGO_TARGET_DIR" "$((free_kib / 1024))"
+if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
+	printf 'warning: less than 6 GiB free; the build may fail with the linker killed by SIGBUS\n' >&2
+fi
+
 step "Kubernetes control plane for the datastore tests (built once per machine, cached)"
 bash tests/k8s/control-plane.sh build
 
