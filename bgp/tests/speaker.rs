@@ -377,3 +377,77 @@ async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
     }
     a.shutdown().await;
 }
+
+/// A hand-driven peer that completes the OPEN exchange and keeps the session alive, but never
+/// reads the table it is sent: what it has not taken stays in the speaker's table. Only what
+/// the socket holds unsent (128 KiB, about 26,000 of these prefixes) and the batch or two in
+/// the writer's hands leave it: 28,672 prefixes here. Without the socket's limit the kernel
+/// takes the whole table (about 1 MB), and without the writer's back-pressure its queue takes
+/// 64 batches more (93,184).
+#[tokio::test]
+async fn a_peer_that_does_not_read_is_sent_only_what_its_connection_can_hold() {
+    use tabby_bgp::wire::{Capability, Context, Message, Open};
+    use tokio::io::AsyncWriteExt;
+
+    const TABLE: u64 = 200_000;
+    let a = speaker("127.0.0.63", "10.0.0.63", 65000).await;
+    for i in 0..TABLE as u32 {
+        let p = Prefix::new(
+            IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i * 4)),
+            30,
+        );
+        a.originate(p.unwrap(), None);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::new(ip("127.0.0.64"), 0)).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    a.add_peer(PeerConfig {
+        port,
+        hold_time: 90,
+        ..PeerConfig::new(ip("127.0.0.64"), 65000)
+    })
+    .unwrap();
+    let (mut stream, _) = with_timeout(listener.accept()).await.unwrap();
+    let ctx = Context::modern();
+    let open = Message::Open(Open {
+        version: 4,
+        my_as: 65000,
+        hold_time: 90,
+        bgp_id: "10.0.0.64".parse().unwrap(),
+        capabilities: vec![
+            Capability::multiprotocol(tabby_bgp::Family::Ipv4Unicast),
+            Capability::FourOctetAs(65000),
+        ],
+    });
+    stream.write_all(&open.to_bytes(&ctx)).await.unwrap();
+    stream
+        .write_all(&Message::Keepalive.to_bytes(&ctx))
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let _ = with_timeout(stream.read(&mut head)).await.unwrap();
+    eventually("the session is Established", || {
+        a.peer(ip("127.0.0.64")).map(|p| p.state) == Some(State::Established)
+    })
+    .await;
+    // Wait until the speaker has stopped taking from the table: the same count for a second.
+    let advertised = || a.peer(ip("127.0.0.64")).unwrap().advertised;
+    let mut last = advertised();
+    let mut steady = 0;
+    while steady < 10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = advertised();
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+    }
+    let p = a.peer(ip("127.0.0.64")).unwrap();
+    assert_eq!(p.state, State::Established, "the session stayed up");
+    assert!(last > 0, "the speaker sent nothing");
+    assert!(
+        last < 50_000,
+        "{last} of {TABLE} prefixes left the table for a peer that reads nothing"
+    );
+    a.shutdown().await;
+}

@@ -24,6 +24,12 @@ use tracing::Instrument;
 const WRITE_QUEUE: usize = 64;
 /// Route batches a session lets queue to its writer before it takes another from the table.
 const BATCHES_QUEUED: usize = 1;
+/// Bytes a connection's socket may hold that TCP has not sent yet (`TCP_NOTSENT_LOWAT`). The
+/// kernel's send buffer otherwise grows to `tcp_wmem`'s maximum (4 MiB by default) with what a
+/// slow peer has not taken, per connection, outside our accounting; what is not yet sent is
+/// better left in the table, where a later change to a prefix replaces it. In-flight data is
+/// not limited by this, so a long fat link still fills.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Events from connection tasks to the session task.
 const EVENT_QUEUE: usize = 256;
 /// How long a connection's writer may stay full before a session is up.
@@ -396,6 +402,9 @@ impl SessionTask {
     fn attach(&mut self, id: ConnId, stream: TcpStream) {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+            tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
         }
         let local = stream
             .local_addr()
