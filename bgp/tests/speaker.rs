@@ -11,6 +11,7 @@ use tabby_bgp::speaker::{PeerConfig, Speaker, SpeakerConfig};
 use tabby_bgp::wire::NextHop;
 use tabby_bgp::Prefix;
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -300,31 +301,35 @@ async fn updating_a_peer_resets_only_that_session() {
     b.shutdown().await;
 }
 
-/// A hand-driven peer: completes the OPEN exchange, then keeps the session alive with
-/// KEEPALIVEs and asks for the whole table again and again, but never reads what it is sent.
-#[tokio::test]
-async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
-    use tabby_bgp::wire::{Capability, Context, Message, Open, RouteRefresh};
-    use tokio::io::AsyncWriteExt;
-
-    let a = speaker("127.0.0.61", "10.0.0.61", 65000).await;
-    for i in 0..20_000u32 {
+/// A speaker at `addr` originating `count` IPv4 /30s (about 800 fill an UPDATE).
+async fn speaker_with_table(addr: &str, router_id: &str, count: u32) -> Speaker {
+    let s = speaker(addr, router_id, 65000).await;
+    for i in 0..count {
         let p = Prefix::new(
             IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i * 4)),
             30,
         );
-        a.originate(p.unwrap(), None);
+        s.originate(p.unwrap(), None);
     }
+    s
+}
+
+/// A hand-driven iBGP peer of `a` at `addr`: completes the OPEN exchange (IPv4 unicast, route
+/// refresh) with the given hold time and reads A's OPEN and KEEPALIVE, and no more. Its
+/// receive buffer is the smallest the kernel allows, so A's writes back up quickly.
+async fn silent_peer(a: &Speaker, addr: &str, router_id: &str, hold_time: u16) -> TcpStream {
+    use tabby_bgp::wire::{Capability, Context, Message, Open};
+    use tokio::io::AsyncWriteExt;
+
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    // The smallest receive buffer the kernel allows, so A's writes back up quickly.
     socket.set_recv_buffer_size(4096).unwrap();
-    socket.bind(SocketAddr::new(ip("127.0.0.62"), 0)).unwrap();
+    socket.bind(SocketAddr::new(ip(addr), 0)).unwrap();
     let listener = socket.listen(1).unwrap();
     let port = listener.local_addr().unwrap().port();
     a.add_peer(PeerConfig {
         port,
-        hold_time: 3,
-        ..PeerConfig::new(ip("127.0.0.62"), 65000)
+        hold_time,
+        ..PeerConfig::new(ip(addr), 65000)
     })
     .unwrap();
     let (mut stream, _) = with_timeout(listener.accept()).await.unwrap();
@@ -332,8 +337,8 @@ async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
     let open = Message::Open(Open {
         version: 4,
         my_as: 65000,
-        hold_time: 3,
-        bgp_id: "10.0.0.62".parse().unwrap(),
+        hold_time,
+        bgp_id: router_id.parse().unwrap(),
         capabilities: vec![
             Capability::multiprotocol(tabby_bgp::Family::Ipv4Unicast),
             Capability::RouteRefresh,
@@ -345,13 +350,25 @@ async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
         .write_all(&Message::Keepalive.to_bytes(&ctx))
         .await
         .unwrap();
-    // Read A's OPEN and KEEPALIVE, and no more.
     let mut head = [0u8; 64];
     let _ = with_timeout(stream.read(&mut head)).await.unwrap();
     eventually("the session is Established", || {
-        a.peer(ip("127.0.0.62")).map(|p| p.state) == Some(State::Established)
+        a.peer(ip(addr)).map(|p| p.state) == Some(State::Established)
     })
     .await;
+    stream
+}
+
+/// A hand-driven peer: completes the OPEN exchange, then keeps the session alive with
+/// KEEPALIVEs and asks for the whole table again and again, but never reads what it is sent.
+#[tokio::test]
+async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
+    use tabby_bgp::wire::{Context, Message, RouteRefresh};
+    use tokio::io::AsyncWriteExt;
+
+    let a = speaker_with_table("127.0.0.61", "10.0.0.61", 20_000).await;
+    let mut stream = silent_peer(&a, "127.0.0.62", "10.0.0.62", 3).await;
+    let ctx = Context::modern();
     let refresh = Message::RouteRefresh(RouteRefresh {
         afi: 1,
         subtype: 0,
@@ -386,52 +403,9 @@ async fn peer_that_stops_reading_loses_its_session_after_the_hold_time() {
 /// 64 batches more (93,184).
 #[tokio::test]
 async fn a_peer_that_does_not_read_is_sent_only_what_its_connection_can_hold() {
-    use tabby_bgp::wire::{Capability, Context, Message, Open};
-    use tokio::io::AsyncWriteExt;
-
-    const TABLE: u64 = 200_000;
-    let a = speaker("127.0.0.63", "10.0.0.63", 65000).await;
-    for i in 0..TABLE as u32 {
-        let p = Prefix::new(
-            IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i * 4)),
-            30,
-        );
-        a.originate(p.unwrap(), None);
-    }
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.bind(SocketAddr::new(ip("127.0.0.64"), 0)).unwrap();
-    let listener = socket.listen(1).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    a.add_peer(PeerConfig {
-        port,
-        hold_time: 90,
-        ..PeerConfig::new(ip("127.0.0.64"), 65000)
-    })
-    .unwrap();
-    let (mut stream, _) = with_timeout(listener.accept()).await.unwrap();
-    let ctx = Context::modern();
-    let open = Message::Open(Open {
-        version: 4,
-        my_as: 65000,
-        hold_time: 90,
-        bgp_id: "10.0.0.64".parse().unwrap(),
-        capabilities: vec![
-            Capability::multiprotocol(tabby_bgp::Family::Ipv4Unicast),
-            Capability::FourOctetAs(65000),
-        ],
-    });
-    stream.write_all(&open.to_bytes(&ctx)).await.unwrap();
-    stream
-        .write_all(&Message::Keepalive.to_bytes(&ctx))
-        .await
-        .unwrap();
-    let mut head = [0u8; 64];
-    let _ = with_timeout(stream.read(&mut head)).await.unwrap();
-    eventually("the session is Established", || {
-        a.peer(ip("127.0.0.64")).map(|p| p.state) == Some(State::Established)
-    })
-    .await;
+    const TABLE: u32 = 200_000;
+    let a = speaker_with_table("127.0.0.63", "10.0.0.63", TABLE).await;
+    let _stream = silent_peer(&a, "127.0.0.64", "10.0.0.64", 90).await;
     // Wait until the speaker has stopped taking from the table: the same count for a second.
     let advertised = || a.peer(ip("127.0.0.64")).unwrap().advertised;
     let mut last = advertised();
