@@ -971,6 +971,21 @@ impl Peer {
             self.actions.push_back(Action::Established(session));
         }
         self.stable_at = Some(now + self.config.timers.stable);
+        // An outgoing connection still in its TCP handshake (its SYN lost to a full accept
+        // queue, say) would reach the peer after the session is up: an RFC 4271 §6.8 peer
+        // closes it, and a graceful-restart helper such as BIRD takes it for our restart and
+        // ends the Established session. The peer has seen nothing of it yet: drop it.
+        let mut i = 0;
+        while i < self.conns.len() {
+            let c = &self.conns[i];
+            if c.direction == Direction::Outgoing && c.state == ConnState::Connecting {
+                let id = c.id;
+                self.conns.remove(i);
+                self.actions.push_back(Action::Close(id));
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Closes every connection without a word (they are not past the TCP handshake, or the

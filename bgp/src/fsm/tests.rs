@@ -408,6 +408,33 @@ fn a_collision_with_an_established_session_from_the_higher_identifier_closes_the
 }
 
 #[test]
+fn an_outgoing_connection_still_connecting_is_dropped_when_a_session_comes_up_on_another() {
+    // A connects to B, but its SYN is slow; meanwhile B connects to A and the session comes
+    // up on that connection. A's attempt must not reach B after the session is up.
+    let now = Instant::now();
+    let mut a = Peer::new(config(65000, B_ID, 65000)).unwrap();
+    a.start(now);
+    let outgoing = drain(&mut a)
+        .into_iter()
+        .find_map(|act| match act {
+            Action::Connect(id) => Some(id),
+            _ => None,
+        })
+        .unwrap();
+    let from_b = a.incoming(now);
+    a.handle_message(from_b, Message::Open(open_from(65000, A_ID, 90)), now);
+    a.handle_message(from_b, Message::Keepalive, now);
+    assert_eq!(a.state(), State::Established);
+    let actions = drain(&mut a);
+    assert!(actions.contains(&Action::Close(outgoing)), "{actions:?}");
+    // The handshake completing afterwards changes nothing and sends nothing.
+    a.connected(outgoing, now);
+    let after = drain(&mut a);
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(a.session().unwrap().conn, from_b);
+}
+
+#[test]
 fn hold_time_negotiation_uses_the_smaller_value() {
     let mut pair = Pair::new(
         config(65000, A_ID, 65000),
