@@ -235,6 +235,17 @@ fn drain(peer: &mut Peer) -> Vec<Action> {
     std::iter::from_fn(|| peer.poll_action()).collect()
 }
 
+/// The connection the peer's pending actions open (the other actions are dropped).
+fn next_connect(peer: &mut Peer) -> ConnId {
+    drain(peer)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Connect(c) => Some(c),
+            _ => None,
+        })
+        .expect("the peer connects")
+}
+
 fn sent_notification(actions: &[Action]) -> Option<Notification> {
     actions.iter().find_map(|a| match a {
         Action::Send(_, Message::Notification(n)) => Some(n.clone()),
@@ -414,13 +425,7 @@ fn an_outgoing_connection_still_connecting_is_dropped_when_a_session_comes_up_on
     let now = Instant::now();
     let mut a = Peer::new(config(65000, B_ID, 65000)).unwrap();
     a.start(now);
-    let outgoing = drain(&mut a)
-        .into_iter()
-        .find_map(|act| match act {
-            Action::Connect(id) => Some(id),
-            _ => None,
-        })
-        .unwrap();
+    let outgoing = next_connect(&mut a);
     let from_b = a.incoming(now);
     a.handle_message(from_b, Message::Open(open_from(65000, A_ID, 90)), now);
     a.handle_message(from_b, Message::Keepalive, now);
@@ -711,13 +716,7 @@ fn repeated_failures_double_the_idle_hold_time_up_to_the_cap() {
     let mut now = now;
     let mut waits = Vec::new();
     for _ in 0..7 {
-        let conn = drain(&mut peer)
-            .into_iter()
-            .find_map(|a| match a {
-                Action::Connect(c) => Some(c),
-                _ => None,
-            })
-            .unwrap();
+        let conn = next_connect(&mut peer);
         peer.connected(conn, now);
         let refusal = Notification::new(code::OPEN_MESSAGE, open_error::BAD_PEER_AS, Vec::new());
         peer.handle_message(conn, Message::Notification(refusal), now);
