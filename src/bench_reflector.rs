@@ -63,7 +63,8 @@ pub struct ReflectorArgs {
     #[arg(long, default_value = "bird")]
     bird: PathBuf,
     /// Copy each reflector's log (`RUST_LOG` sets tabby's level, default warn) to
-    /// DIR/<contender>-<run>.log.
+    /// DIR/<contender>-<run>.log, BIRD's to DIR/bird-<run>-bird.log, and the clients' log
+    /// (`RUST_LOG`, default error) to DIR/<contender>-<run>-clients.log.
     #[arg(long, value_name = "DIR")]
     keep_logs: Option<PathBuf>,
     /// Print only JSON lines (one per run and contender, then a summary).
@@ -643,6 +644,7 @@ fn run_one(
         if bird_log.exists() {
             std::fs::copy(&bird_log, dir.join(format!("{name}-bird.log")))?;
         }
+        std::fs::write(dir.join(format!("{name}-clients.log")), &out.stderr)?;
     }
     check(&out, "the clients (tabby bench reflector --inner clients)")?;
     if !alive {
