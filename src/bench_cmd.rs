@@ -404,6 +404,19 @@ impl Netns {
         };
         run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
         set.insert(name.clone());
+        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            // A new veth's link-local address runs DAD, and the first IPv6 neighbour lookup
+            // over it waits for that: 2 s before the first IPv6 session could come up.
+            run_cmd(Command::new("ip").args([
+                "netns",
+                "exec",
+                &name,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ]))?;
+        }
         Ok(Netns { name })
     }
 

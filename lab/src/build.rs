@@ -52,6 +52,18 @@ pub fn exists(layout: &Layout) -> bool {
 fn add_netns(name: &str) -> Result<(), LabError> {
     ip(&["netns", "add", name])?;
     ip_in(name, &["link", "set", "lo", "up"])?;
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        // Addresses are added `nodad`, but an interface's link-local address still runs DAD,
+        // and until it ends the first IPv6 neighbour lookup over the link waits: 2 s before
+        // the first IPv6 packet (and BGP session) crosses. The lab's links are new veths.
+        sysctl_in(
+            name,
+            &[
+                ("net.ipv6.conf.all.accept_dad".to_string(), "0"),
+                ("net.ipv6.conf.default.accept_dad".to_string(), "0"),
+            ],
+        )?;
+    }
     Ok(())
 }
 

@@ -64,6 +64,16 @@ impl Netns {
             next_if: Cell::new(0),
         };
         ns.ip(&["link", "set", "lo", "up"])?;
+        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            // A new veth's link-local address runs DAD, and the first IPv6 neighbour lookup
+            // over it waits for that: 2 s before the first IPv6 packet crosses.
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ])?;
+        }
         Ok(ns)
     }
 
