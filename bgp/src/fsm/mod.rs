@@ -335,6 +335,9 @@ pub struct Peer {
     enabled: bool,
     conns: Vec<Conn>,
     next_id: u64,
+    /// The last connection id allocated when the current session came up: a connection with
+    /// a higher id was opened after it (see `receive_open`).
+    opened_before_session: u64,
     connect_retry: Option<Instant>,
     idle_hold: Option<Instant>,
     stable_at: Option<Instant>,
@@ -351,6 +354,7 @@ impl Peer {
             enabled: false,
             conns: Vec::new(),
             next_id: 0,
+            opened_before_session: 0,
             connect_retry: None,
             idle_hold: None,
             stable_at: None,
@@ -824,24 +828,31 @@ impl Peer {
                 .capabilities
                 .iter()
                 .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.restarting));
-            let loser = if other_state == ConnState::Established && restarted {
-                // RFC 4724 §4.2: the peer restarted (Restart State bit): its old session is
-                // gone; the new connection replaces it.
-                other_id
-            } else if other_direction == self.conns[i].direction {
-                other_id
-            } else if u32::from(self.config.router_id) < u32::from(open.bgp_id) {
-                // The connection initiated by the higher BGP Identifier survives.
-                if self.conns[i].direction == Direction::Outgoing {
+            // A connection that already existed when the session came up is one side of a
+            // collision race, not the peer back from a restart: a peer that is still in its
+            // restart (a route reflector deferring its first advertisement, say) sends the
+            // Restart State bit on both of its racing connections, and taking the second for a
+            // restart would close the connection the peer keeps.
+            let opened_after_session = id.0 > self.opened_before_session;
+            let loser =
+                if other_state == ConnState::Established && restarted && opened_after_session {
+                    // RFC 4724 §4.2: the peer restarted (Restart State bit): its old session is
+                    // gone; the new connection replaces it.
+                    other_id
+                } else if other_direction == self.conns[i].direction {
+                    other_id
+                } else if u32::from(self.config.router_id) < u32::from(open.bgp_id) {
+                    // The connection initiated by the higher BGP Identifier survives.
+                    if self.conns[i].direction == Direction::Outgoing {
+                        id
+                    } else {
+                        other_id
+                    }
+                } else if self.conns[i].direction == Direction::Incoming {
                     id
                 } else {
                     other_id
-                }
-            } else if self.conns[i].direction == Direction::Incoming {
-                id
-            } else {
-                other_id
-            };
+                };
             // Against an Established connection the BGP Identifier rule applies too (RFC 4271
             // §6.8 allows it, "CollisionDetectEstablishedState"): when both sides raced, one
             // may have reached Established on the connection the other resolved against;
@@ -849,7 +860,7 @@ impl Peer {
             // "the newly created connection" would leave none.
             if let Some(j) = self.find(loser) {
                 let conn = self.conns.remove(j);
-                if conn.state == ConnState::Established && restarted {
+                if conn.state == ConnState::Established && restarted && opened_after_session {
                     self.actions.push_back(Action::Close(conn.id));
                 } else {
                     let cease =
@@ -971,6 +982,7 @@ impl Peer {
             self.actions.push_back(Action::Established(session));
         }
         self.stable_at = Some(now + self.config.timers.stable);
+        self.opened_before_session = self.next_id;
         // An outgoing connection still in its TCP handshake (its SYN lost to a full accept
         // queue, say) would reach the peer after the session is up: an RFC 4271 §6.8 peer
         // closes it, and a graceful-restart helper such as BIRD takes it for our restart and

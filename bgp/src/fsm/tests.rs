@@ -397,6 +397,36 @@ fn a_peer_back_with_the_restart_state_bit_replaces_its_established_session() {
 }
 
 #[test]
+fn a_restarting_peers_racing_connection_is_a_collision_not_a_restart() {
+    // B (higher identifier) and A (lower, still restarting: the Restart State bit on every
+    // OPEN) connect to each other at once. B's session comes up on the connection B opened;
+    // A's OPEN then arrives on the connection A opened, which B accepted before the session
+    // was up. A keeps B's connection (RFC 4271 §6.8), so B must too: this is no restart.
+    let now = Instant::now();
+    let mut b = Peer::new(config(65000, B_ID, 65000)).unwrap();
+    b.start(now);
+    let own = next_connect(&mut b);
+    let from_a = b.incoming(now);
+    b.connected(own, now);
+    let mut a = Peer::new(config(65000, A_ID, 65000)).unwrap();
+    a.set_restarting(true);
+    let open = a.local_open();
+    b.handle_message(own, Message::Open(open.clone()), now);
+    b.handle_message(own, Message::Keepalive, now);
+    assert_eq!(b.session().unwrap().conn, own);
+    let _ = drain(&mut b);
+    b.handle_message(from_a, Message::Open(open), now);
+    let actions = drain(&mut b);
+    assert!(actions.contains(&Action::Close(from_a)), "{actions:?}");
+    assert!(!actions.contains(&Action::Close(own)), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Down { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(b.session().unwrap().conn, own);
+}
+
+#[test]
 fn a_collision_with_an_established_session_from_the_higher_identifier_closes_the_new_one() {
     // B (higher identifier) is Established on the connection B opened; a connection A opens
     // later loses by the identifier rule.
