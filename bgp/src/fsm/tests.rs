@@ -235,6 +235,17 @@ fn drain(peer: &mut Peer) -> Vec<Action> {
     std::iter::from_fn(|| peer.poll_action()).collect()
 }
 
+/// An active iBGP peer with router ID `id` that has started connecting (its connection, still
+/// in the TCP handshake) and has accepted a connection from the peer; and the time.
+fn active_peer_with_both_connections(id: Ipv4Addr) -> (Peer, ConnId, ConnId, Instant) {
+    let now = Instant::now();
+    let mut peer = Peer::new(config(65000, id, 65000)).unwrap();
+    peer.start(now);
+    let own = next_connect(&mut peer);
+    let incoming = peer.incoming(now);
+    (peer, own, incoming, now)
+}
+
 /// The connection the peer's pending actions open (the other actions are dropped).
 fn next_connect(peer: &mut Peer) -> ConnId {
     drain(peer)
@@ -402,11 +413,7 @@ fn a_restarting_peers_racing_connection_is_a_collision_not_a_restart() {
     // OPEN) connect to each other at once. B's session comes up on the connection B opened;
     // A's OPEN then arrives on the connection A opened, which B accepted before the session
     // was up. A keeps B's connection (RFC 4271 §6.8), so B must too: this is no restart.
-    let now = Instant::now();
-    let mut b = Peer::new(config(65000, B_ID, 65000)).unwrap();
-    b.start(now);
-    let own = next_connect(&mut b);
-    let from_a = b.incoming(now);
+    let (mut b, own, from_a, now) = active_peer_with_both_connections(B_ID);
     b.connected(own, now);
     let mut a = Peer::new(config(65000, A_ID, 65000)).unwrap();
     a.set_restarting(true);
@@ -452,11 +459,7 @@ fn a_collision_with_an_established_session_from_the_higher_identifier_closes_the
 fn an_outgoing_connection_still_connecting_is_dropped_when_a_session_comes_up_on_another() {
     // A connects to B, but its SYN is slow; meanwhile B connects to A and the session comes
     // up on that connection. A's attempt must not reach B after the session is up.
-    let now = Instant::now();
-    let mut a = Peer::new(config(65000, B_ID, 65000)).unwrap();
-    a.start(now);
-    let outgoing = next_connect(&mut a);
-    let from_b = a.incoming(now);
+    let (mut a, outgoing, from_b, now) = active_peer_with_both_connections(B_ID);
     a.handle_message(from_b, Message::Open(open_from(65000, A_ID, 90)), now);
     a.handle_message(from_b, Message::Keepalive, now);
     assert_eq!(a.state(), State::Established);
