@@ -56,13 +56,30 @@ enum Command {
 /// reused across the runtime's threads (see tabby-sys's `malloc`), unless the user tuned
 /// glibc's allocator through its environment variables.
 fn tune_allocator() {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+    let tunables = AllocatorTunables::unless_set(|name| std::env::var_os(name).is_some());
+    if tunables.large_blocks {
         tabby_sys::malloc::map_large_blocks();
     }
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if tunables.arenas {
         // One arena per runtime worker thread (tokio starts one per CPU).
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         tabby_sys::malloc::limit_arenas(cpus);
+    }
+}
+
+/// Which glibc tunables tabby sets itself: those the environment does not set.
+#[derive(Debug, PartialEq, Eq)]
+struct AllocatorTunables {
+    large_blocks: bool,
+    arenas: bool,
+}
+
+impl AllocatorTunables {
+    fn unless_set(is_set: impl Fn(&str) -> bool) -> AllocatorTunables {
+        AllocatorTunables {
+            large_blocks: !is_set("MALLOC_MMAP_THRESHOLD_"),
+            arenas: !is_set("MALLOC_ARENA_MAX"),
+        }
     }
 }
 
@@ -80,5 +97,42 @@ fn main() -> ExitCode {
         Command::Datastore(args) => datastore_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Lab(args) => lab_cmd::run(args),
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::AllocatorTunables;
+
+    #[test]
+    fn tabby_sets_both_allocator_tunables_when_the_environment_sets_neither() {
+        let t = AllocatorTunables::unless_set(|_| false);
+        assert_eq!(
+            t,
+            AllocatorTunables {
+                large_blocks: true,
+                arenas: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_allocator_tunable_set_in_the_environment_is_left_to_glibc() {
+        let t = AllocatorTunables::unless_set(|name| name == "MALLOC_ARENA_MAX");
+        assert_eq!(
+            t,
+            AllocatorTunables {
+                large_blocks: true,
+                arenas: false
+            }
+        );
+        let t = AllocatorTunables::unless_set(|name| name == "MALLOC_MMAP_THRESHOLD_");
+        assert_eq!(
+            t,
+            AllocatorTunables {
+                large_blocks: false,
+                arenas: true
+            }
+        );
     }
 }
